@@ -1,0 +1,43 @@
+//! SIMD CPU kernels for the normalization layers of neural networks.
+//!
+//! - [`LayerNorm`] and [`RmsNorm`] over the last axis of `[rows, cols]`,
+//!   with optional weight and bias, row strides, in place, and saved
+//!   statistics for a backward pass.
+//! - [`Moments`]: count, mean and M2 with Welford's update and Chan's merge,
+//!   and [`Moments::of`] for a vectorized, exactly centred row.
+//! - Hand-vectorized for AVX-512, AVX2 and NEON, with a portable fallback,
+//!   chosen at run time ([`Isa`]); every ISA and every thread count gives the
+//!   same bits.
+//!
+//! ```
+//! use simdnorm::{LayerNorm, Rows, RowsMut};
+//! let (rows, cols) = (2, 768);
+//! let x: Vec<f32> = (0..rows * cols).map(|i| (i % 7) as f32).collect();
+//! let mut y = vec![0.0f32; rows * cols];
+//! LayerNorm::new().forward(Rows::new(&x, rows, cols)?, RowsMut::new(&mut y, rows, cols)?)?;
+//! # Ok::<(), simdnorm::Error>(())
+//! ```
+//!
+//! The numeric contract (accuracy bound, reproducibility) and measured
+//! performance are in the README.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod isa;
+mod kernels;
+mod layer_norm;
+mod layout;
+mod moments;
+mod parallel;
+pub mod reference;
+mod rms_norm;
+mod row_norm;
+mod simd;
+
+pub use error::Error;
+pub use isa::Isa;
+pub use layer_norm::LayerNorm;
+pub use layout::{Rows, RowsMut};
+pub use moments::Moments;
+pub use rms_norm::RmsNorm;
