@@ -41,3 +41,26 @@ pub use layer_norm::LayerNorm;
 pub use layout::{Rows, RowsMut};
 pub use moments::Moments;
 pub use rms_norm::RmsNorm;
+
+/// Copies `src` into `dst` with non-temporal (cache-bypassing) stores where
+/// the ISA has them: the memory-bandwidth ceiling the bench tool measures
+/// every kernel against. Uses the selected ISA.
+///
+/// ```
+/// let src = vec![1.5f32; 1000];
+/// let mut dst = vec![0.0f32; 1000];
+/// simdnorm::stream_copy(&src, &mut dst)?;
+/// assert_eq!(src, dst);
+/// # Ok::<(), simdnorm::Error>(())
+/// ```
+pub fn stream_copy(src: &[f32], dst: &mut [f32]) -> Result<(), Error> {
+    if src.len() != dst.len() {
+        return Err(Error::Length {
+            what: "stream_copy destination",
+            expected: src.len(),
+            actual: dst.len(),
+        });
+    }
+    (Isa::kernels(None)?.stream_copy)(src, dst);
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! pointers. Only slices and scalars (grouped in [`RowJob`]) cross the table,
 //! never vector types, so the operators above it hold no `core::arch` types.
 
+pub(crate) mod copy;
 pub(crate) mod rows;
 mod table;
 
@@ -75,4 +76,5 @@ pub(crate) struct Kernels {
     pub layer_norm: fn(RowJob<'_>),
     pub rms_norm: fn(RowJob<'_>),
     pub row_moments: fn(&[f32]) -> Moments,
+    pub stream_copy: fn(&[f32], &mut [f32]),
 }

@@ -1,80 +1,75 @@
-//! The per-ISA tables. One macro stamps out, for each token, thin
-//! `#[target_feature]` entry points that call the generic kernels, so the
-//! generic code is compiled with that ISA's features and inlined whole.
+//! The per-ISA tables. [`for_each_kernel!`] lists every kernel once; the
+//! table macros stamp out, for each token, thin entry points that call the
+//! generic kernel with that token. For the hand-vectorized ISAs the entry
+//! point is a `#[target_feature]` function, so the generic code is compiled
+//! with that ISA's features and inlined whole.
+//!
+//! Adding a kernel: a field in [`Kernels`], one line in `for_each_kernel!`.
 
-use super::{Kernels, RowJob, rows};
+use super::{Kernels, RowJob, copy, rows};
 use crate::Isa;
 use crate::moments::Moments;
 
-macro_rules! kernel_table {
-    ($module:ident, $token:path, $features:literal) => {
+/// Calls `$table!` with the list of kernels: `name(args) -> ret => generic`.
+macro_rules! for_each_kernel {
+    ($table:ident!($($head:tt)*)) => {
+        $table!($($head)*
+            layer_norm(job: RowJob<'_>) => rows::layer_norm_rows;
+            rms_norm(job: RowJob<'_>) => rows::rms_norm_rows;
+            row_moments(x: &[f32]) -> Moments => rows::row_moments;
+            stream_copy(src: &[f32], dst: &mut [f32]) => copy::stream_copy;
+        );
+    };
+}
+
+/// A table for a token that needs `#[target_feature]`.
+macro_rules! feature_table {
+    ($module:ident, $token:path, $features:literal;
+     $($name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $generic:path;)*) => {
         mod $module {
             use super::*;
             use $token as Token;
-
-            // SAFETY (every `new_unchecked` below): these functions are only
-            // reachable through `TABLE`, which `kernels_for` hands out only
-            // after `Token::detect()` has succeeded on this CPU.
-            #[target_feature(enable = $features)]
-            fn layer_norm_tf(job: RowJob<'_>) {
-                rows::layer_norm_rows(unsafe { Token::new_unchecked() }, job)
-            }
-            #[target_feature(enable = $features)]
-            fn rms_norm_tf(job: RowJob<'_>) {
-                rows::rms_norm_rows(unsafe { Token::new_unchecked() }, job)
-            }
-            #[target_feature(enable = $features)]
-            fn row_moments_tf(x: &[f32]) -> Moments {
-                rows::row_moments(unsafe { Token::new_unchecked() }, x)
-            }
-
-            // SAFETY (the calls below): the CPU has `$features`, as above.
-            fn layer_norm(job: RowJob<'_>) {
-                unsafe { layer_norm_tf(job) }
-            }
-            fn rms_norm(job: RowJob<'_>) {
-                unsafe { rms_norm_tf(job) }
-            }
-            fn row_moments(x: &[f32]) -> Moments {
-                unsafe { row_moments_tf(x) }
-            }
-
-            pub(super) static TABLE: Kernels = Kernels {
-                layer_norm,
-                rms_norm,
-                row_moments,
-            };
+            $(
+                fn $name($($arg: $ty),*) $(-> $ret)? {
+                    #[target_feature(enable = $features)]
+                    fn with_features($($arg: $ty),*) $(-> $ret)? {
+                        // SAFETY: only reachable through `TABLE`, which
+                        // `kernels_for` hands out only after `Token::detect()`
+                        // succeeded on this CPU.
+                        $generic(unsafe { Token::new_unchecked() }, $($arg),*)
+                    }
+                    // SAFETY: as above, the CPU has `$features`.
+                    unsafe { with_features($($arg),*) }
+                }
+            )*
+            pub(super) static TABLE: Kernels = Kernels { $($name),* };
         }
     };
 }
 
-#[cfg(target_arch = "x86_64")]
-kernel_table!(avx512, crate::simd::avx512::Avx512, "avx512f");
-#[cfg(target_arch = "x86_64")]
-kernel_table!(avx2, crate::simd::avx2::Avx2Fma, "avx2,fma");
-#[cfg(target_arch = "aarch64")]
-kernel_table!(neon, crate::simd::neon::Neon, "neon");
-
-mod portable {
-    use super::*;
-    use crate::simd::portable::Portable;
-
-    fn layer_norm(job: RowJob<'_>) {
-        rows::layer_norm_rows(Portable, job)
-    }
-    fn rms_norm(job: RowJob<'_>) {
-        rows::rms_norm_rows(Portable, job)
-    }
-    fn row_moments(x: &[f32]) -> Moments {
-        rows::row_moments(Portable, x)
-    }
-
-    pub(super) static TABLE: Kernels = Kernels {
-        layer_norm,
-        rms_norm,
-        row_moments,
+/// The portable table: no features to enable.
+macro_rules! portable_table {
+    ($($name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $generic:path;)*) => {
+        mod portable {
+            use super::*;
+            use crate::simd::portable::Portable;
+            $(
+                fn $name($($arg: $ty),*) $(-> $ret)? {
+                    $generic(Portable, $($arg),*)
+                }
+            )*
+            pub(super) static TABLE: Kernels = Kernels { $($name),* };
+        }
     };
 }
+
+for_each_kernel!(portable_table!());
+#[cfg(target_arch = "x86_64")]
+for_each_kernel!(feature_table!(avx512, crate::simd::avx512::Avx512, "avx512f";));
+#[cfg(target_arch = "x86_64")]
+for_each_kernel!(feature_table!(avx2, crate::simd::avx2::Avx2Fma, "avx2,fma";));
+#[cfg(target_arch = "aarch64")]
+for_each_kernel!(feature_table!(neon, crate::simd::neon::Neon, "neon";));
 
 /// The table for `isa`, if this CPU and build target can run it.
 pub(crate) fn kernels_for(isa: Isa) -> Option<&'static Kernels> {
