@@ -1,1 +1,88 @@
-fn main() {}
+//! Criterion benches: every op of the bench tool's registry at a few shapes
+//! (L1-, L2-, L3- and just-past-L3-sized), once per available ISA, next to a
+//! `stream_copy` of the same bytes as the ceiling. All report
+//! `Throughput::Bytes(read + written)`, so criterion's GB/s compare directly.
+//!
+//! Everything runs on one rayon worker pinned to core 0: criterion measures
+//! the kernels, and thread scaling is the bench tool's job
+//! (`cargo run --release --example bench`). The op registry, data and pool
+//! code are the bench tool's own modules, included by path, so an op added
+//! there is benched here too.
+//!
+//! `cargo bench -- --quick`, or a filter such as `cargo bench -- rms_norm/512x1024`.
+
+#[allow(dead_code)]
+#[path = "../examples/bench/data.rs"]
+mod data;
+#[allow(dead_code)]
+#[path = "../examples/bench/ops.rs"]
+mod ops;
+#[allow(dead_code)]
+#[path = "../examples/bench/threads.rs"]
+mod threads;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use simdnorm::Isa;
+use std::time::{Duration, Instant};
+
+/// Buffers at least this large (read + written) come from DRAM: fewer, longer
+/// samples.
+const DRAM_BYTES: usize = 32 << 20;
+
+fn norms(c: &mut Criterion) {
+    let pool = threads::pinned_pool(1).expect("a one-thread pool");
+    for op in ops::OPS {
+        for label in op.bench_shapes {
+            let shape = op.parse_label(label, None).expect("built-in shapes parse");
+            let mut case = pool.install(|| (op.make)(&shape));
+            let bytes = case.in_bytes() + case.out_bytes();
+            let copy_len = bytes.div_ceil(8);
+            let src = data::normal(copy_len, 4, 0.0, 1.0);
+            let mut dst = data::zeros(copy_len);
+
+            let mut group = c.benchmark_group(format!("{}/{shape}", op.name));
+            group.throughput(Throughput::Bytes(bytes as u64));
+            if bytes >= DRAM_BYTES {
+                group.sample_size(10);
+            }
+            for isa in Isa::available() {
+                group.bench_function(isa.name(), |b| {
+                    b.iter_custom(|iters| {
+                        pool.install(|| time(iters, || case.run(isa).expect("a valid case")))
+                    })
+                });
+            }
+            group.throughput(Throughput::Bytes((2 * 4 * copy_len) as u64));
+            group.bench_function("copy", |b| {
+                b.iter_custom(|iters| {
+                    pool.install(|| {
+                        time(iters, || {
+                            simdnorm::stream_copy(&src, &mut dst).expect("equal lengths")
+                        })
+                    })
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+/// Wall time of `iters` calls of `f`.
+fn time(iters: u64, mut f: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed()
+}
+
+criterion_group! {
+    name = benches;
+    // Short warm-up and measurement: 32 benches should take a couple of
+    // minutes, not ten.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = norms
+}
+criterion_main!(benches);

@@ -1,0 +1,132 @@
+//! The timing loop.
+//!
+//! Memory bandwidth drifts from one moment to the next (other processes,
+//! frequency, the DRAM refresh), so the kernel is never timed alone: each
+//! sample times a batch of `copy_from_slice` copies, a batch of
+//! `stream_copy` copies and a batch of kernel calls back to back, and the
+//! report takes the median of each over the samples. Batch sizes come from a
+//! time budget: a short calibration finds the time of one call, then each
+//! batch lasts about `budget / samples` (never fewer than one call).
+//!
+//! Everything runs inside one `pool.install`, so the calls pay no hand-off
+//! into the pool, only the op's own splitting across the pool's workers.
+
+use crate::ops::Case;
+use crate::threads::{CopyKind, split_copy};
+use rayon::ThreadPool;
+use simdnorm::{Error, Isa};
+use std::time::{Duration, Instant};
+
+/// How long to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Time spent timing each of kernel, memcpy and stream copy, all samples
+    /// together (exceeded when one call takes longer than a sample's share).
+    pub per_measurement: Duration,
+    /// Timed samples; the median is reported.
+    pub samples: usize,
+}
+
+impl Budget {
+    /// ~150 ms per measurement, 7 samples: the default run.
+    pub const FULL: Budget = Budget {
+        per_measurement: Duration::from_millis(150),
+        samples: 7,
+    };
+    /// `--quick`: ~30 ms, 3 samples.
+    pub const QUICK: Budget = Budget {
+        per_measurement: Duration::from_millis(30),
+        samples: 3,
+    };
+}
+
+/// Median times per call, in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// The op.
+    pub kernel_ns: f64,
+    /// The faster of the two copies.
+    pub copy_ns: f64,
+    /// Which copy that was.
+    pub copy_kind: CopyKind,
+}
+
+/// Times `case` on `isa` against a copy of `src` into `dst`, in `pool`.
+pub fn measure(
+    pool: &ThreadPool,
+    case: &mut dyn Case,
+    isa: Isa,
+    src: &[f32],
+    dst: &mut [f32],
+    budget: Budget,
+) -> Result<Timing, Error> {
+    let samples = budget.samples.max(1);
+    let per_sample = budget.per_measurement / samples as u32;
+    pool.install(|| {
+        let mut copy = |kind| split_copy(src, dst, kind);
+        let mut kernel = || case.run(isa);
+        let memcpy_iters = calibrate(&mut || copy(CopyKind::Memcpy), per_sample)?;
+        let stream_iters = calibrate(&mut || copy(CopyKind::Stream), per_sample)?;
+        let kernel_iters = calibrate(&mut kernel, per_sample)?;
+        let mut memcpy_ns = Vec::with_capacity(samples);
+        let mut stream_ns = Vec::with_capacity(samples);
+        let mut kernel_ns = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            memcpy_ns.push(batch(&mut || copy(CopyKind::Memcpy), memcpy_iters)?);
+            stream_ns.push(batch(&mut || copy(CopyKind::Stream), stream_iters)?);
+            // Last, so the op's output is what the error check reads.
+            kernel_ns.push(batch(&mut kernel, kernel_iters)?);
+        }
+        let (memcpy_ns, stream_ns) = (median(memcpy_ns), median(stream_ns));
+        let (copy_ns, copy_kind) = if stream_ns < memcpy_ns {
+            (stream_ns, CopyKind::Stream)
+        } else {
+            (memcpy_ns, CopyKind::Memcpy)
+        };
+        Ok(Timing {
+            kernel_ns: median(kernel_ns),
+            copy_ns,
+            copy_kind,
+        })
+    })
+}
+
+/// Calls per sample so that a sample lasts about `per_sample`: after one
+/// warm-up call (caches, branch predictors, the pool's sleeping workers),
+/// doubles a batch until it lasts a quarter of that, and scales.
+fn calibrate(f: &mut dyn FnMut() -> Result<(), Error>, per_sample: Duration) -> Result<u64, Error> {
+    f()?;
+    let probe = (per_sample / 4).as_secs_f64() * 1e9;
+    let mut iters = 1u64;
+    loop {
+        let ns = batch(f, iters)? * iters as f64;
+        if ns >= probe || iters >= 1 << 30 {
+            let per_call = ns / iters as f64;
+            let scaled = (per_sample.as_secs_f64() * 1e9 / per_call.max(1.0)).round();
+            return Ok((scaled as u64).max(1));
+        }
+        iters *= 2;
+    }
+}
+
+/// Nanoseconds per call of `iters` calls of `f` in a row.
+fn batch(f: &mut dyn FnMut() -> Result<(), Error>, iters: u64) -> Result<f64, Error> {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e9 / iters as f64)
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
