@@ -66,6 +66,13 @@ pub enum Error {
         /// The instruction set's name.
         isa: &'static str,
     },
+    /// Training statistics over a channel that holds a single value (for
+    /// BatchNorm: `N * spatial == 1`), whose variance is undefined; PyTorch
+    /// refuses it too.
+    SingleValuePerChannel {
+        /// Values per channel in the batch.
+        count: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -115,6 +122,10 @@ impl fmt::Display for Error {
                     "instruction set {isa} is not available on this CPU or target"
                 )
             }
+            Error::SingleValuePerChannel { count } => write!(
+                f,
+                "expected more than 1 value per channel when training, got {count}"
+            ),
         }
     }
 }

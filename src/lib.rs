@@ -3,6 +3,10 @@
 //! - [`LayerNorm`] and [`RmsNorm`] over the last axis of `[rows, cols]`,
 //!   with optional weight and bias, row strides, in place, and saved
 //!   statistics for a backward pass.
+//! - [`BatchNorm`] over NCHW or NHWC (`[N, C, spatial…]` or
+//!   `[N, spatial…, C]`, see [`BatchShape`]): inference, training with saved
+//!   statistics and PyTorch, ONNX or cumulative running statistics
+//!   ([`Momentum`]), and SyncBatchNorm partial statistics ([`ChannelMoments`]).
 //! - [`Moments`]: count, mean and M2 with Welford's update and Chan's merge,
 //!   and [`Moments::of`] for a vectorized, exactly centred row.
 //! - Hand-vectorized for AVX-512, AVX2 and NEON, with a portable fallback,
@@ -23,6 +27,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod batch_norm;
 mod error;
 mod isa;
 mod kernels;
@@ -35,6 +40,9 @@ mod rms_norm;
 mod row_norm;
 mod simd;
 
+pub use batch_norm::{
+    BatchNorm, BatchShape, ChannelMoments, Layout, Momentum, RunningStats, TrainStats,
+};
 pub use error::Error;
 pub use isa::Isa;
 pub use layer_norm::LayerNorm;

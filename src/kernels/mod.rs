@@ -3,6 +3,7 @@
 //! pointers. Only slices and scalars (grouped in [`RowJob`]) cross the table,
 //! never vector types, so the operators above it hold no `core::arch` types.
 
+pub(crate) mod channels;
 pub(crate) mod copy;
 pub(crate) mod rows;
 mod table;
@@ -77,4 +78,8 @@ pub(crate) struct Kernels {
     pub rms_norm: fn(RowJob<'_>),
     pub row_moments: fn(&[f32]) -> Moments,
     pub stream_copy: fn(&[f32], &mut [f32]),
+    pub bn_plane_moments: fn(&[f32], usize, usize, usize) -> Moments,
+    pub bn_chunk_moments: fn(channels::ChunkJob<'_>),
+    pub bn_apply_planes: fn(channels::PlaneJob<'_>),
+    pub bn_apply_pattern: fn(channels::PatternJob<'_>),
 }

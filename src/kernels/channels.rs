@@ -1,0 +1,474 @@
+//! Channel kernels: BatchNorm's statistics and its per-channel affine map,
+//! written once over [`Simd`].
+//!
+//! # Statistics
+//!
+//! - NCHW: each `(n, c)` plane is a contiguous row, so its exact moments come
+//!   from LayerNorm's row statistics ([`layer_norm_stats`]: a sum for a
+//!   centre, then centred sums). A channel's planes are merged with Chan's
+//!   formula in the fixed tree of [`TreeMerge`].
+//! - NHWC: a chunk of `rows` rows (`rows` a multiple of [`LANES`]) is a flat run
+//!   of `rows * C` values whose channel pattern repeats every
+//!   `period = lcm(C, LANES)` values. Seen as a `[periods, period]` matrix, every
+//!   column holds one channel, so column sums are plain vector adds down the
+//!   columns (vectorized across channels, tails zero-padded); the columns of a
+//!   channel are then added in f64 in ascending order. Pass 1 gives a centre
+//!   (`shift`), pass 2 the centred `Σd`, `Σd²` (from cache), rerun once around
+//!   a better centre when the first was poor, exactly as for rows.
+//!
+//! Every lane accumulates its column in row order with rounded adds and no
+//! FMA, and every cross-lane step is scalar in a fixed order, so all ISAs give
+//! the same bits.
+//!
+//! # Apply
+//!
+//! `y = (x - hi) * a + b` with per-channel `hi` (the mean rounded to f32),
+//! `a = rstd * gamma` and `b = beta - (mean - hi) * a` (computed in f64 by the
+//! operator). NCHW broadcasts one channel's scalars over a plane; NHWC loads
+//! `LANES`-wide windows of the channel pattern (`period + LANES` long, so a
+//! window never wraps).
+
+use super::rows::layer_norm_stats;
+use crate::moments::Moments;
+use crate::simd::{LANES, Simd, lane_mask, load_padded, store_partial};
+
+/// Chan merges of a sequence of moments in one fixed binary tree: blocks of
+/// `2^k` consecutive items aligned at multiples of `2^k` are merged first
+/// (equivalently: a range splits at the largest power of two below its
+/// length, left part first). The tree depends only on the number of items, so
+/// the result is the same on every thread count; and a sequence cut into
+/// parts that each hold the same power-of-two number of items (the last may
+/// hold fewer) gives the same bits when each part is merged by its own tree
+/// and the parts are merged by a tree in order.
+pub(crate) struct TreeMerge {
+    /// Pending complete subtrees: (moments, number of items), sizes strictly
+    /// decreasing from the bottom.
+    stack: [(Moments, u64); 64],
+    depth: usize,
+}
+
+impl TreeMerge {
+    pub(crate) fn new() -> Self {
+        TreeMerge {
+            stack: [(Moments::new(), 0); 64],
+            depth: 0,
+        }
+    }
+
+    /// Adds the next item.
+    pub(crate) fn push(&mut self, m: Moments) {
+        let mut item = (m, 1u64);
+        while self.depth > 0 && self.stack[self.depth - 1].1 == item.1 {
+            let left = self.stack[self.depth - 1];
+            self.depth -= 1;
+            item = (left.0.merge(&item.0), left.1 + item.1);
+        }
+        self.stack[self.depth] = item;
+        self.depth += 1;
+    }
+
+    /// The merge of every item pushed (right to left over the pending
+    /// subtrees, which is the tree's shape).
+    pub(crate) fn finish(&self) -> Moments {
+        let mut acc = Moments::new();
+        for (i, (m, _)) in self.stack[..self.depth].iter().enumerate().rev() {
+            acc = if i + 1 == self.depth {
+                *m
+            } else {
+                m.merge(&acc)
+            };
+        }
+        acc
+    }
+}
+
+/// Moments of one channel over `planes` planes of `spatial` values, plane `p`
+/// starting at `x[p * plane_stride]`, merged in [`TreeMerge`] order.
+#[inline(always)]
+pub(crate) fn plane_moments<S: Simd>(
+    s: S,
+    x: &[f32],
+    planes: usize,
+    plane_stride: usize,
+    spatial: usize,
+) -> Moments {
+    let mut tree = TreeMerge::new();
+    for p in 0..planes {
+        let plane = &x[p * plane_stride..p * plane_stride + spatial];
+        tree.push(layer_norm_stats(s, plane, 0.0).moments);
+    }
+    tree.finish()
+}
+
+/// Rows of a chunk for `channels` channels (NHWC): about 64 KiB of input, a
+/// multiple of [`LANES`] between 16 and 256. Depends on `channels` only.
+pub(crate) fn chunk_rows(channels: usize) -> usize {
+    ((16384 / channels.max(1)) / LANES * LANES).clamp(LANES, 256)
+}
+
+/// `lcm(channels, LANES)`: the period of the channel pattern of a flat NHWC
+/// tensor, a multiple of `LANES`.
+pub(crate) fn pattern_period(channels: usize) -> usize {
+    let (mut a, mut b) = (channels.max(1), LANES);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    channels.max(1) / a * LANES
+}
+
+/// Per-chunk statistics of an NHWC block: `input` is `rows * channels`
+/// values; chunk `k` is rows `[k * chunk_rows, (k + 1) * chunk_rows)` (the
+/// last may be shorter) and its per-channel mean and M2 go to
+/// `mean[k * channels..]`, `m2[k * channels..]`.
+pub(crate) struct ChunkJob<'a> {
+    pub input: &'a [f32],
+    pub channels: usize,
+    pub chunk_rows: usize,
+    pub mean: &'a mut [f64],
+    pub m2: &'a mut [f64],
+    /// At least `4 * pattern_period(channels)` long.
+    pub scratch: &'a mut [f32],
+}
+
+/// Column sums of the flat `x` seen as rows of `period` values (the last row
+/// may be short, zero-padded): `out[k] = Σ_r f(x[r * period + k], k)`, with
+/// `f` given the loaded values and the column block, returning `N` terms.
+/// Columns are done `G` blocks at a time, rows in order.
+#[inline(always)]
+fn column_sums<S: Simd, const N: usize>(
+    s: S,
+    x: &[f32],
+    period: usize,
+    out: &mut [[f32; LANES]; N],
+    block: usize,
+    mut terms: impl FnMut(S::V, usize) -> [S::V; N],
+) {
+    // One block of LANES columns at a time, with two accumulators (even and
+    // odd rows) to halve the add latency chain; combined at the end.
+    let zero = s.splat(0.0);
+    let mut acc = [[zero; N]; 2];
+    let full = x.len() / period;
+    let col = block * LANES;
+    for r in 0..full {
+        let at = r * period + col;
+        let v = s.load(x[at..at + LANES].try_into().expect("in bounds"));
+        let t = terms(v, LANES);
+        for i in 0..N {
+            acc[r % 2][i] = s.add(acc[r % 2][i], t[i]);
+        }
+    }
+    let tail = x.len() - full * period;
+    if tail > col {
+        let len = (tail - col).min(LANES);
+        let at = full * period + col;
+        let v = load_padded(s, &x[at..at + len], 0.0);
+        let t = terms(v, len);
+        for i in 0..N {
+            acc[full % 2][i] = s.add(acc[full % 2][i], t[i]);
+        }
+    }
+    for i in 0..N {
+        out[i] = s.to_array(s.add(acc[0][i], acc[1][i]));
+    }
+}
+
+/// Sums the columns of channel `c` (columns `c, c + C, ...` below `period`)
+/// in f64, ascending.
+fn channel_total(cols: &[f32], channels: usize, c: usize) -> f64 {
+    cols.iter()
+        .skip(c)
+        .step_by(channels)
+        .map(|&v| v as f64)
+        .sum()
+}
+
+/// Exact two-pass f64 moments of one channel of a chunk, for chunks whose f32
+/// sums overflowed (values near f32::MAX) though every value is finite.
+fn channel_moments_f64(x: &[f32], channels: usize, c: usize) -> Moments {
+    let vals = || x.iter().skip(c).step_by(channels).map(|&v| v as f64);
+    let n = vals().count();
+    let mean = vals().sum::<f64>() / n as f64;
+    let m2 = vals().map(|v| (v - mean) * (v - mean)).sum::<f64>();
+    Moments {
+        count: n as u64,
+        mean,
+        m2,
+    }
+}
+
+/// Statistics of one NHWC chunk (`rows * channels` values, rows a multiple of
+/// `LANES` unless this is the batch's last chunk).
+#[inline(always)]
+fn chunk_stats<S: Simd>(
+    s: S,
+    x: &[f32],
+    channels: usize,
+    mean: &mut [f64],
+    m2: &mut [f64],
+    scratch: &mut [f32],
+) {
+    let period = pattern_period(channels);
+    let rows = x.len() / channels;
+    let nf = rows as f64;
+    let blocks = period / LANES;
+    let (sums, rest) = scratch.split_at_mut(period);
+    let (shiftp, rest) = rest.split_at_mut(period);
+    let (s1p, rest) = rest.split_at_mut(period);
+    let s2p = &mut rest[..period];
+
+    // Pass 1: column sums, a centre per channel.
+    for b in 0..blocks {
+        let mut out = [[0.0; LANES]; 1];
+        column_sums(s, x, period, &mut out, b, |v, _| [v]);
+        sums[b * LANES..(b + 1) * LANES].copy_from_slice(&out[0]);
+    }
+    for c in 0..channels {
+        let shift = (channel_total(sums, channels, c) / nf) as f32;
+        mean[c] = shift as f64;
+    }
+    let pass2 = |shiftp: &mut [f32], mean: &[f64], s1p: &mut [f32], s2p: &mut [f32]| {
+        for (k, v) in shiftp.iter_mut().enumerate() {
+            *v = mean[k % channels] as f32;
+        }
+        for b in 0..blocks {
+            let vshift = s.load(
+                shiftp[b * LANES..(b + 1) * LANES]
+                    .try_into()
+                    .expect("LANES"),
+            );
+            let mut out = [[0.0; LANES]; 2];
+            column_sums(s, x, period, &mut out, b, |v, len| {
+                let mut d = s.sub(v, vshift);
+                if len < LANES {
+                    d = s.mul(d, lane_mask(s, len));
+                }
+                [d, s.mul(d, d)]
+            });
+            s1p[b * LANES..(b + 1) * LANES].copy_from_slice(&out[0]);
+            s2p[b * LANES..(b + 1) * LANES].copy_from_slice(&out[1]);
+        }
+    };
+    // `mean` holds the shifts (exact f32 values) until the end.
+    pass2(shiftp, mean, s1p, s2p);
+    let mut recentre = false;
+    for c in 0..channels {
+        let s1 = channel_total(s1p, channels, c);
+        let s2 = channel_total(s2p, channels, c);
+        if s1 * s1 / nf > 0.25 * s2 {
+            mean[c] = ((mean[c] + s1 / nf) as f32) as f64;
+            recentre = true;
+        }
+    }
+    if recentre {
+        pass2(shiftp, mean, s1p, s2p);
+    }
+    for c in 0..channels {
+        let s1 = channel_total(s1p, channels, c);
+        let s2 = channel_total(s2p, channels, c);
+        let lo = s1 / nf;
+        let m = mean[c] + lo;
+        let v = (s2 - s1 * lo).max(0.0);
+        if m.is_finite() && s2.is_finite() {
+            mean[c] = m;
+            m2[c] = v;
+        } else {
+            let finite = x.iter().skip(c).step_by(channels).all(|v| v.is_finite());
+            let exact = if finite {
+                channel_moments_f64(x, channels, c)
+            } else {
+                Moments {
+                    count: rows as u64,
+                    mean: f64::NAN,
+                    m2: f64::NAN,
+                }
+            };
+            mean[c] = exact.mean;
+            m2[c] = exact.m2;
+        }
+    }
+}
+
+/// Every chunk of `job`.
+#[inline(always)]
+pub(crate) fn chunk_moments<S: Simd>(s: S, job: ChunkJob<'_>) {
+    let ChunkJob {
+        input,
+        channels,
+        chunk_rows,
+        mean,
+        m2,
+        scratch,
+    } = job;
+    let chunk_len = chunk_rows * channels;
+    for (k, x) in input.chunks(chunk_len).enumerate() {
+        let range = k * channels..(k + 1) * channels;
+        chunk_stats(
+            s,
+            x,
+            channels,
+            &mut mean[range.clone()],
+            &mut m2[range],
+            scratch,
+        );
+    }
+}
+
+/// `y = (x - hi) * a + b` over `len` values starting at `i`, with the three
+/// coefficient vectors given by `coef(i)`; streaming stores from the first
+/// 64-byte boundary of `dst` when `stream`.
+#[inline(always)]
+fn affine_map<S: Simd>(
+    s: S,
+    src: &[f32],
+    dst: &mut [f32],
+    stream: bool,
+    coef: impl Fn(usize) -> (S::V, S::V, S::V),
+) {
+    let n = dst.len();
+    let f = |x: S::V, (hi, a, b): (S::V, S::V, S::V)| s.add(s.mul(s.sub(x, hi), a), b);
+    let head = if stream {
+        ((64 - dst.as_ptr() as usize % 64) % 64 / 4).min(n)
+    } else {
+        0
+    };
+    if head > 0 {
+        let y = f(load_padded(s, &src[..head], 0.0), coef(0));
+        store_partial(s, &mut dst[..head], y);
+    }
+    let body_len = (n - head) / LANES * LANES;
+    let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
+    let (from, _) = src[head..head + body_len].as_chunks::<LANES>();
+    for (k, (out, x)) in body.iter_mut().zip(from).enumerate() {
+        let y = f(s.load(x), coef(head + k * LANES));
+        if stream {
+            s.store_stream(out, y)
+        } else {
+            s.store(out, y)
+        }
+    }
+    let done = head + body_len;
+    if done < n {
+        let y = f(load_padded(s, &src[done..n], 0.0), coef(done));
+        store_partial(s, &mut dst[done..n], y);
+    }
+}
+
+/// Planes to normalize (NCHW): `input` and `output` are whole planes of
+/// `spatial` values; plane `p` belongs to channel `(first_channel + p) % channels`.
+pub(crate) struct PlaneJob<'a> {
+    pub input: &'a [f32],
+    pub output: &'a mut [f32],
+    pub spatial: usize,
+    pub channels: usize,
+    pub first_channel: usize,
+    /// Per channel: mean rounded to f32, `rstd * gamma`, `beta - (mean - hi) * a`.
+    pub hi: &'a [f32],
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub stream: bool,
+}
+
+/// Applies the per-channel affine map to every plane of `job`.
+#[inline(always)]
+pub(crate) fn apply_planes<S: Simd>(s: S, job: PlaneJob<'_>) {
+    let PlaneJob {
+        input,
+        output,
+        spatial,
+        channels,
+        first_channel,
+        hi,
+        a,
+        b,
+        stream,
+    } = job;
+    let planes = input
+        .chunks_exact(spatial)
+        .zip(output.chunks_exact_mut(spatial));
+    for (p, (x, y)) in planes.enumerate() {
+        let c = (first_channel + p) % channels;
+        let v = (s.splat(hi[c]), s.splat(a[c]), s.splat(b[c]));
+        affine_map(s, x, y, stream, |_| v);
+    }
+    if stream {
+        s.stream_fence();
+    }
+}
+
+/// A flat run of an NHWC tensor to normalize: `input[i]` has pattern index
+/// `(phase + i) % period`; the coefficient patterns are `period + LANES` long
+/// (`pattern[k] = coefficient of channel k % C`).
+pub(crate) struct PatternJob<'a> {
+    pub input: &'a [f32],
+    pub output: &'a mut [f32],
+    pub phase: usize,
+    pub period: usize,
+    pub hi: &'a [f32],
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub stream: bool,
+}
+
+/// Applies the channel-pattern affine map to every value of `job`.
+#[inline(always)]
+pub(crate) fn apply_pattern<S: Simd>(s: S, job: PatternJob<'_>) {
+    let PatternJob {
+        input,
+        output,
+        phase,
+        period,
+        hi,
+        a,
+        b,
+        stream,
+    } = job;
+    let window = |v: &[f32], k: usize| s.load(v[k..k + LANES].try_into().expect("in bounds"));
+    affine_map(s, input, output, stream, |i| {
+        let k = (phase + i) % period;
+        (window(hi, k), window(a, k), window(b, k))
+    });
+    if stream {
+        s.stream_fence();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recursive(items: &[Moments]) -> Moments {
+        match items.len() {
+            0 => Moments::new(),
+            1 => items[0],
+            n => {
+                let mid = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+                recursive(&items[..mid]).merge(&recursive(&items[mid..]))
+            }
+        }
+    }
+
+    #[test]
+    fn tree_matches_recursive_split() {
+        for n in 0..40usize {
+            let items: Vec<Moments> = (0..n)
+                .map(|i| Moments {
+                    count: 3 + i as u64 % 5,
+                    mean: (i as f64 * 0.37).sin() * 10.0,
+                    m2: 1.0 + i as f64 * 0.1,
+                })
+                .collect();
+            let mut t = TreeMerge::new();
+            items.iter().for_each(|m| t.push(*m));
+            assert_eq!(t.finish(), recursive(&items), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn period_is_lcm() {
+        assert_eq!(pattern_period(64), 64);
+        assert_eq!(pattern_period(3), 48);
+        assert_eq!(pattern_period(24), 48);
+        assert_eq!(pattern_period(1), 16);
+        assert!(chunk_rows(3) == 256 && chunk_rows(512) == 32 && chunk_rows(100_000) == 16);
+    }
+}
