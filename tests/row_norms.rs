@@ -9,6 +9,7 @@ mod common;
 use aligned_vec::{AVec, ConstAlign};
 use common::*;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use simdnorm::{Isa, Rows, RowsMut};
 
 /// `eps` values of the sweeps: the usual one, none at all, and a large one.
@@ -541,7 +542,15 @@ fn prop_matrix(seed: u64, rows: usize, cols: usize, class: Option<Class>) -> Vec
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if SLOW { 16 } else { 64 }))]
+    #![proptest_config(ProptestConfig {
+        cases: if SLOW { 16 } else { 64 },
+        // Shrunk failures are kept beside the tests (cargo runs tests from
+        // the package root) and replayed first on the next run.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/row_norms.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     /// Random shapes, strides, offsets, values, eps and weight/bias: every
     /// ISA equals Portable bit for bit, Portable is within the bound, and

@@ -375,8 +375,8 @@ pub fn check_bound(
             let b = bias.map_or(0.0, |b| b[j] as f64);
             let allowed = BOUND * (w.abs() * (1.0 + z[i].abs()) + b.abs());
             let err = (y[i] as f64 - y_ref[i]).abs();
-            // `!(err <= allowed)` also catches a NaN output.
-            if !(err <= allowed) {
+            // A NaN output gives a NaN error, which must fail too.
+            if err.is_nan() || err > allowed {
                 return Err(format!(
                     "{what}: y[{r}][{j}] = {:e}, reference {:e}, error {err:e} > allowed {allowed:e} \
                      (x = {:e}, z = {:e}, w = {w:e}, b = {b:e}, eps = {eps:e})",
