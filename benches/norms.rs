@@ -37,7 +37,7 @@ fn norms(c: &mut Criterion) {
             let mut case = pool.install(|| (op.make)(&shape));
             let bytes = case.in_bytes() + case.out_bytes();
             let copy_len = bytes.div_ceil(8);
-            let src = data::normal(copy_len, 4, 0.0, 1.0);
+            let src = data::filler(copy_len);
             let mut dst = data::zeros(copy_len);
 
             let mut group = c.benchmark_group(format!("{}/{shape}", op.name));

@@ -97,7 +97,7 @@ fn run(args: &Args) -> Result<(), String> {
             let (in_bytes, out_bytes) = (case.in_bytes(), case.out_bytes());
             // Copy (in + out) / 2 bytes, so the copy moves the op's bytes.
             let copy_len = (in_bytes + out_bytes).div_ceil(8);
-            let src = widest.install(|| data::normal(copy_len, 4, 0.0, 1.0));
+            let src = widest.install(|| data::filler(copy_len));
             let mut dst = data::zeros(copy_len);
             for &isa in &args.isas {
                 for (threads, pool) in &pools {
@@ -171,7 +171,8 @@ fn header(args: &Args, budget: Budget) -> Vec<String> {
             rayon::current_num_threads()
         ),
         format!(
-            "timing:   median of {} samples, ~{} ms per measurement, copies and op interleaved",
+            "timing:   median of {} samples (3 for long calls), ~{} ms per measurement, \
+             copies and op interleaved",
             budget.samples,
             budget.per_measurement.as_millis()
         ),

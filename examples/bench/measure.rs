@@ -17,13 +17,17 @@ use rayon::ThreadPool;
 use simdnorm::{Error, Isa};
 use std::time::{Duration, Instant};
 
+/// The fewest timed samples a median is taken over.
+const MIN_SAMPLES: usize = 3;
+
 /// How long to measure.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
     /// Time spent timing each of kernel, memcpy and stream copy, all samples
     /// together (exceeded when one call takes longer than a sample's share).
     pub per_measurement: Duration,
-    /// Timed samples; the median is reported.
+    /// Timed samples; the median is reported. Fewer (down to 3) when one
+    /// call is too long for the budget.
     pub samples: usize,
 }
 
@@ -60,14 +64,18 @@ pub fn measure(
     dst: &mut [f32],
     budget: Budget,
 ) -> Result<Timing, Error> {
-    let samples = budget.samples.max(1);
-    let per_sample = budget.per_measurement / samples as u32;
+    let per_sample = budget.per_measurement / budget.samples.max(1) as u32;
     pool.install(|| {
         let mut copy = |kind| split_copy(src, dst, kind);
         let mut kernel = || case.run(isa);
-        let memcpy_iters = calibrate(&mut || copy(CopyKind::Memcpy), per_sample)?;
-        let stream_iters = calibrate(&mut || copy(CopyKind::Stream), per_sample)?;
-        let kernel_iters = calibrate(&mut kernel, per_sample)?;
+        let (memcpy_iters, memcpy_call) = calibrate(&mut || copy(CopyKind::Memcpy), per_sample)?;
+        let (stream_iters, stream_call) = calibrate(&mut || copy(CopyKind::Stream), per_sample)?;
+        let (kernel_iters, kernel_call) = calibrate(&mut kernel, per_sample)?;
+        // Calls longer than a sample's share: fewer samples (never under
+        // MIN_SAMPLES), so a 1 GiB shape does not take seconds per line.
+        let longest = memcpy_call.max(stream_call).max(kernel_call);
+        let affordable = (budget.per_measurement.as_secs_f64() * 1e9 / longest) as usize;
+        let samples = affordable.clamp(MIN_SAMPLES, budget.samples.max(MIN_SAMPLES));
         let mut memcpy_ns = Vec::with_capacity(samples);
         let mut stream_ns = Vec::with_capacity(samples);
         let mut kernel_ns = Vec::with_capacity(samples);
@@ -91,19 +99,26 @@ pub fn measure(
     })
 }
 
-/// Calls per sample so that a sample lasts about `per_sample`: after one
-/// warm-up call (caches, branch predictors, the pool's sleeping workers),
-/// doubles a batch until it lasts a quarter of that, and scales.
-fn calibrate(f: &mut dyn FnMut() -> Result<(), Error>, per_sample: Duration) -> Result<u64, Error> {
-    f()?;
-    let probe = (per_sample / 4).as_secs_f64() * 1e9;
+/// Calls per sample so that a sample lasts about `per_sample`, and the
+/// time of one call in ns. After one warm-up call (caches, page tables, the
+/// pool's sleeping workers) that already took longer than a sample, one call
+/// per sample it is; otherwise doubles a batch until it lasts a quarter of
+/// `per_sample`, and scales.
+fn calibrate(
+    f: &mut dyn FnMut() -> Result<(), Error>,
+    per_sample: Duration,
+) -> Result<(u64, f64), Error> {
+    let target = per_sample.as_secs_f64() * 1e9;
+    let warm_up = batch(f, 1)?;
+    if warm_up >= target {
+        return Ok((1, warm_up));
+    }
     let mut iters = 1u64;
     loop {
-        let ns = batch(f, iters)? * iters as f64;
-        if ns >= probe || iters >= 1 << 30 {
-            let per_call = ns / iters as f64;
-            let scaled = (per_sample.as_secs_f64() * 1e9 / per_call.max(1.0)).round();
-            return Ok((scaled as u64).max(1));
+        let per_call = batch(f, iters)?;
+        if per_call * iters as f64 >= target / 4.0 || iters >= 1 << 30 {
+            let scaled = (target / per_call.max(0.1)).round();
+            return Ok(((scaled as u64).max(1), per_call));
         }
         iters *= 2;
     }
