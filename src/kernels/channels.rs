@@ -131,46 +131,60 @@ pub(crate) struct ChunkJob<'a> {
 }
 
 /// Column sums of the flat `x` seen as rows of `period` values (the last row
-/// may be short, zero-padded): `out[k] = Σ_r f(x[r * period + k], k)`, with
-/// `f` given the loaded values and the column block, returning `N` terms.
-/// Columns are done `G` blocks at a time, rows in order.
+/// may be short, zero-padded) for the `G` column blocks from `first_block`:
+/// `out[g][i]` = lane-wise `Σ_r terms(x[r, block g], len, g)[i]`. Rows are
+/// added in order into two accumulators (even and odd rows, halving the add
+/// latency chain), combined at the end: a fixed order on every ISA.
 #[inline(always)]
-fn column_sums<S: Simd, const N: usize>(
+fn column_sums<S: Simd, const N: usize, const G: usize>(
     s: S,
     x: &[f32],
     period: usize,
-    out: &mut [[f32; LANES]; N],
-    block: usize,
-    mut terms: impl FnMut(S::V, usize) -> [S::V; N],
+    first_block: usize,
+    out: &mut [[[f32; LANES]; N]; G],
+    mut terms: impl FnMut(S::V, usize, usize) -> [S::V; N],
 ) {
-    // One block of LANES columns at a time, with two accumulators (even and
-    // odd rows) to halve the add latency chain; combined at the end.
     let zero = s.splat(0.0);
-    let mut acc = [[zero; N]; 2];
+    let mut even = [[zero; N]; G];
+    let mut odd = [[zero; N]; G];
     let full = x.len() / period;
-    let col = block * LANES;
-    for r in 0..full {
-        let at = r * period + col;
-        let v = s.load(x[at..at + LANES].try_into().expect("in bounds"));
-        let t = terms(v, LANES);
-        for i in 0..N {
-            acc[r % 2][i] = s.add(acc[r % 2][i], t[i]);
+    let col0 = first_block * LANES;
+    let mut r = 0;
+    while r < full {
+        let at = r * period + col0;
+        let (chunks, _) = x[at..at + LANES * G].as_chunks::<LANES>();
+        let acc = if r % 2 == 0 { &mut even } else { &mut odd };
+        for g in 0..G {
+            let t = terms(s.load(&chunks[g]), LANES, g);
+            for i in 0..N {
+                acc[g][i] = s.add(acc[g][i], t[i]);
+            }
         }
+        r += 1;
     }
     let tail = x.len() - full * period;
-    if tail > col {
-        let len = (tail - col).min(LANES);
-        let at = full * period + col;
-        let v = load_padded(s, &x[at..at + len], 0.0);
-        let t = terms(v, len);
-        for i in 0..N {
-            acc[full % 2][i] = s.add(acc[full % 2][i], t[i]);
+    let acc = if full % 2 == 0 { &mut even } else { &mut odd };
+    for g in 0..G {
+        let col = col0 + g * LANES;
+        if tail > col {
+            let len = (tail - col).min(LANES);
+            let at = full * period + col;
+            let t = terms(load_padded(s, &x[at..at + len], 0.0), len, g);
+            for i in 0..N {
+                acc[g][i] = s.add(acc[g][i], t[i]);
+            }
         }
     }
-    for i in 0..N {
-        out[i] = s.to_array(s.add(acc[0][i], acc[1][i]));
+    for g in 0..G {
+        for i in 0..N {
+            out[g][i] = s.to_array(s.add(even[g][i], odd[g][i]));
+        }
     }
 }
+
+/// Column blocks per group in the chunk passes (4 blocks = 256 bytes of a
+/// row, read contiguously).
+const GROUP: usize = 4;
 
 /// Sums the columns of channel `c` (columns `c, c + C, ...` below `period`)
 /// in f64, ascending.
@@ -196,6 +210,69 @@ fn channel_moments_f64(x: &[f32], channels: usize, c: usize) -> Moments {
     }
 }
 
+/// Pass 2 of a chunk: per-column `Σd`, `Σd²` with `d = x - shift` of the
+/// column's channel (`mean` holds the per-channel shifts).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn centred_pass<S: Simd>(
+    s: S,
+    x: &[f32],
+    channels: usize,
+    period: usize,
+    shiftp: &mut [f32],
+    mean: &[f64],
+    s1p: &mut [f32],
+    s2p: &mut [f32],
+) {
+    for (k, v) in shiftp.iter_mut().enumerate() {
+        *v = mean[k % channels] as f32;
+    }
+    let blocks = period / LANES;
+    let mut b = 0;
+    while b < blocks {
+        if b + GROUP <= blocks {
+            centred_group::<S, GROUP>(s, x, period, b, shiftp, s1p, s2p);
+            b += GROUP;
+        } else {
+            centred_group::<S, 1>(s, x, period, b, shiftp, s1p, s2p);
+            b += 1;
+        }
+    }
+}
+
+/// Pass 2 for the `G` column blocks from `b`.
+#[inline(always)]
+fn centred_group<S: Simd, const G: usize>(
+    s: S,
+    x: &[f32],
+    period: usize,
+    b: usize,
+    shiftp: &[f32],
+    s1p: &mut [f32],
+    s2p: &mut [f32],
+) {
+    let at = b * LANES;
+    let vshift: [S::V; G] = core::array::from_fn(|g| {
+        s.load(
+            shiftp[at + g * LANES..at + (g + 1) * LANES]
+                .try_into()
+                .expect("LANES"),
+        )
+    });
+    let mut out = [[[0.0; LANES]; 2]; G];
+    column_sums(s, x, period, b, &mut out, |v, len, g| {
+        let mut d = s.sub(v, vshift[g]);
+        if len < LANES {
+            d = s.mul(d, lane_mask(s, len));
+        }
+        [d, s.mul(d, d)]
+    });
+    for (g, o) in out.iter().enumerate() {
+        s1p[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[0]);
+        s2p[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[1]);
+    }
+}
+
 /// Statistics of one NHWC chunk (`rows * channels` values, rows a multiple of
 /// `LANES` unless this is the batch's last chunk).
 #[inline(always)]
@@ -217,39 +294,29 @@ fn chunk_stats<S: Simd>(
     let s2p = &mut rest[..period];
 
     // Pass 1: column sums, a centre per channel.
-    for b in 0..blocks {
-        let mut out = [[0.0; LANES]; 1];
-        column_sums(s, x, period, &mut out, b, |v, _| [v]);
-        sums[b * LANES..(b + 1) * LANES].copy_from_slice(&out[0]);
+    let mut b = 0;
+    while b < blocks {
+        let at = b * LANES;
+        if b + GROUP <= blocks {
+            let mut out = [[[0.0; LANES]; 1]; GROUP];
+            column_sums(s, x, period, b, &mut out, |v, _, _| [v]);
+            for (g, o) in out.iter().enumerate() {
+                sums[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[0]);
+            }
+            b += GROUP;
+        } else {
+            let mut out = [[[0.0; LANES]; 1]; 1];
+            column_sums(s, x, period, b, &mut out, |v, _, _| [v]);
+            sums[at..at + LANES].copy_from_slice(&out[0][0]);
+            b += 1;
+        }
     }
     for c in 0..channels {
         let shift = (channel_total(sums, channels, c) / nf) as f32;
         mean[c] = shift as f64;
     }
-    let pass2 = |shiftp: &mut [f32], mean: &[f64], s1p: &mut [f32], s2p: &mut [f32]| {
-        for (k, v) in shiftp.iter_mut().enumerate() {
-            *v = mean[k % channels] as f32;
-        }
-        for b in 0..blocks {
-            let vshift = s.load(
-                shiftp[b * LANES..(b + 1) * LANES]
-                    .try_into()
-                    .expect("LANES"),
-            );
-            let mut out = [[0.0; LANES]; 2];
-            column_sums(s, x, period, &mut out, b, |v, len| {
-                let mut d = s.sub(v, vshift);
-                if len < LANES {
-                    d = s.mul(d, lane_mask(s, len));
-                }
-                [d, s.mul(d, d)]
-            });
-            s1p[b * LANES..(b + 1) * LANES].copy_from_slice(&out[0]);
-            s2p[b * LANES..(b + 1) * LANES].copy_from_slice(&out[1]);
-        }
-    };
     // `mean` holds the shifts (exact f32 values) until the end.
-    pass2(shiftp, mean, s1p, s2p);
+    centred_pass(s, x, channels, period, shiftp, mean, s1p, s2p);
     let mut recentre = false;
     for c in 0..channels {
         let s1 = channel_total(s1p, channels, c);
@@ -260,7 +327,7 @@ fn chunk_stats<S: Simd>(
         }
     }
     if recentre {
-        pass2(shiftp, mean, s1p, s2p);
+        centred_pass(s, x, channels, period, shiftp, mean, s1p, s2p);
     }
     for c in 0..channels {
         let s1 = channel_total(s1p, channels, c);
@@ -313,6 +380,12 @@ pub(crate) fn chunk_moments<S: Simd>(s: S, job: ChunkJob<'_>) {
     }
 }
 
+/// `(x - hi) * a + b`, rounded after each operation.
+#[inline(always)]
+fn affine<S: Simd>(s: S, x: S::V, (hi, a, b): (S::V, S::V, S::V)) -> S::V {
+    s.add(s.mul(s.sub(x, hi), a), b)
+}
+
 /// `y = (x - hi) * a + b` over `len` values starting at `i`, with the three
 /// coefficient vectors given by `coef(i)`; streaming stores from the first
 /// 64-byte boundary of `dst` when `stream`.
@@ -322,10 +395,10 @@ fn affine_map<S: Simd>(
     src: &[f32],
     dst: &mut [f32],
     stream: bool,
-    coef: impl Fn(usize) -> (S::V, S::V, S::V),
+    mut coef: impl FnMut(usize) -> (S::V, S::V, S::V),
 ) {
     let n = dst.len();
-    let f = |x: S::V, (hi, a, b): (S::V, S::V, S::V)| s.add(s.mul(s.sub(x, hi), a), b);
+    let f = |x: S::V, c: (S::V, S::V, S::V)| affine(s, x, c);
     let head = if stream {
         ((64 - dst.as_ptr() as usize % 64) % 64 / 4).min(n)
     } else {
@@ -388,7 +461,14 @@ pub(crate) fn apply_planes<S: Simd>(s: S, job: PlaneJob<'_>) {
     for (p, (x, y)) in planes.enumerate() {
         let c = (first_channel + p) % channels;
         let v = (s.splat(hi[c]), s.splat(a[c]), s.splat(b[c]));
-        affine_map(s, x, y, stream, |_| v);
+        affine_map(
+            s,
+            x,
+            y,
+            stream,
+            #[inline(always)]
+            |_| v,
+        );
     }
     if stream {
         s.stream_fence();
@@ -409,6 +489,12 @@ pub(crate) struct PatternJob<'a> {
     pub stream: bool,
 }
 
+/// `LANES` values of a coefficient pattern from index `k`.
+#[inline(always)]
+fn window<S: Simd>(s: S, v: &[f32], k: usize) -> S::V {
+    s.load(v[k..k + LANES].try_into().expect("in bounds"))
+}
+
 /// Applies the channel-pattern affine map to every value of `job`.
 #[inline(always)]
 pub(crate) fn apply_pattern<S: Simd>(s: S, job: PatternJob<'_>) {
@@ -422,11 +508,24 @@ pub(crate) fn apply_pattern<S: Simd>(s: S, job: PatternJob<'_>) {
         b,
         stream,
     } = job;
-    let window = |v: &[f32], k: usize| s.load(v[k..k + LANES].try_into().expect("in bounds"));
-    affine_map(s, input, output, stream, |i| {
-        let k = (phase + i) % period;
-        (window(hi, k), window(a, k), window(b, k))
-    });
+    // `coef` is called with increasing offsets at most LANES apart, so the
+    // pattern index advances without a division.
+    let (mut k, mut last) = (phase % period, 0);
+    affine_map(
+        s,
+        input,
+        output,
+        stream,
+        #[inline(always)]
+        |i| {
+            k += i - last;
+            last = i;
+            if k >= period {
+                k -= period;
+            }
+            (window(s, hi, k), window(s, a, k), window(s, b, k))
+        },
+    );
     if stream {
         s.stream_fence();
     }
