@@ -1,6 +1,8 @@
 //! BatchNorm against an f64 reference, across ISAs, thread counts, layouts and
 //! the SyncBatchNorm partial-statistics path.
 
+#![allow(clippy::needless_range_loop)]
+
 use simdnorm::{
     BatchNorm, BatchShape, ChannelMoments, Error, Isa, Layout, Momentum, RunningStats, TrainStats,
 };

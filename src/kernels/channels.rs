@@ -28,6 +28,9 @@
 //! `LANES`-wide windows of the channel pattern (`period + LANES` long, so a
 //! window never wraps).
 
+// Index loops over channels and lanes read more plainly than zipped iterators here.
+#![allow(clippy::needless_range_loop)]
+
 use super::rows::layer_norm_stats;
 use crate::moments::Moments;
 use crate::simd::{LANES, Simd, lane_mask, load_padded, store_partial};
@@ -153,7 +156,11 @@ fn column_sums<S: Simd, const N: usize, const G: usize>(
     while r < full {
         let at = r * period + col0;
         let (chunks, _) = x[at..at + LANES * G].as_chunks::<LANES>();
-        let acc = if r % 2 == 0 { &mut even } else { &mut odd };
+        let acc = if r.is_multiple_of(2) {
+            &mut even
+        } else {
+            &mut odd
+        };
         for g in 0..G {
             let t = terms(s.load(&chunks[g]), LANES, g);
             for i in 0..N {
@@ -163,7 +170,11 @@ fn column_sums<S: Simd, const N: usize, const G: usize>(
         r += 1;
     }
     let tail = x.len() - full * period;
-    let acc = if full % 2 == 0 { &mut even } else { &mut odd };
+    let acc = if full.is_multiple_of(2) {
+        &mut even
+    } else {
+        &mut odd
+    };
     for g in 0..G {
         let col = col0 + g * LANES;
         if tail > col {
