@@ -141,26 +141,29 @@ fn run_child(value: Option<&str>, expect: &str) {
     let mut cmd = Command::new(&exe);
     cmd.args(args);
     configure(&mut cmd);
-    let out: Output = match cmd.output() {
-        Ok(out) => out,
-        // Under qemu-user without binfmt_misc the kernel cannot exec an
-        // aarch64 binary (ENOEXEC): start it through qemu, as cargo's runner
-        // does.
-        Err(e) if cfg!(target_arch = "aarch64") && e.raw_os_error() == Some(8) => {
-            let mut cmd = Command::new("qemu-aarch64");
-            cmd.args(["-L", "/usr/aarch64-linux-gnu"])
-                .arg(&exe)
-                .args(args);
-            configure(&mut cmd);
-            match cmd.output() {
-                Ok(out) => out,
-                Err(e) => {
-                    println!("skipped: cannot start the child process ({e})");
-                    return;
-                }
+    let direct = cmd.output();
+    // Under qemu-user without binfmt_misc the kernel cannot exec an aarch64
+    // binary (spawn fails, or the forked child exits 127): start it through
+    // qemu, as cargo's runner does.
+    let exec_failed = match &direct {
+        Err(_) => true,
+        Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty(),
+    };
+    let out: Output = if cfg!(target_arch = "aarch64") && exec_failed {
+        let mut cmd = Command::new("qemu-aarch64");
+        cmd.args(["-L", "/usr/aarch64-linux-gnu"])
+            .arg(&exe)
+            .args(args);
+        configure(&mut cmd);
+        match cmd.output() {
+            Ok(out) => out,
+            Err(e) => {
+                println!("skipped: cannot start the child process ({e})");
+                return;
             }
         }
-        Err(e) => panic!("cannot start {}: {e}", exe.display()),
+    } else {
+        direct.unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()))
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
