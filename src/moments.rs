@@ -57,7 +57,8 @@ impl Moments {
         self.m2 += delta * (x - self.mean);
     }
 
-    /// The moments of the union of two sets (Chan's merge).
+    /// The moments of the union of two sets (Chan's merge). The count
+    /// saturates at `u64::MAX` rather than wrapping (no real data reaches it).
     pub fn merge(&self, other: &Moments) -> Moments {
         if other.count == 0 {
             return *self;
@@ -66,7 +67,7 @@ impl Moments {
             return *other;
         }
         let (na, nb) = (self.count as f64, other.count as f64);
-        let count = self.count + other.count;
+        let count = self.count.saturating_add(other.count);
         let n = count as f64;
         let delta = other.mean - self.mean;
         Moments {

@@ -62,34 +62,43 @@ const SAFE_MAX: f32 = 4_294_967_296.0; // 2^32
 /// 3.5e-7 with one level, see README).
 const BLOCK_CHUNKS: usize = 32;
 
-/// Sums `terms(chunk)` over the `LANES`-wide chunks of `x` into `N` sums.
+/// What one reduction pass adds up per chunk: `N` vectors of terms.
+///
+/// A trait with `#[inline(always)]` methods rather than a closure: closures
+/// are separate functions compiled without the caller's `#[target_feature]`s,
+/// and unless LLVM happens to inline them, every intrinsic inside becomes an
+/// out-of-line call (measured 5-15x slower). Kernel code holds no closures.
+trait Terms<S: Simd, const N: usize> {
+    /// The terms of one chunk; `chunk` is its elements, fewer than `LANES`
+    /// only for the zero-padded tail (padding lanes must give 0).
+    fn terms(&mut self, s: S, v: S::V, chunk: &[f32]) -> [S::V; N];
+}
+
+#[inline(always)]
+fn accumulate<S: Simd, const N: usize>(s: S, acc: &mut [[S::V; 4]; N], k: usize, t: [S::V; N]) {
+    for i in 0..N {
+        acc[i][k] = s.add(acc[i][k], t[i]);
+    }
+}
+
+/// Sums the terms of every `LANES`-wide chunk of `x` into `N` sums.
 ///
 /// The order of additions is fixed: four accumulators take chunks round-robin
 /// inside a block of [`BLOCK_CHUNKS`]; blocks fold into totals in order; the
 /// short tail chunk (zero-padded) goes to the next accumulator in turn; then
-/// `(t0 + t1) + (t2 + t3)` and [`hsum`]. `terms` receives the loaded chunk and
-/// the chunk's elements (fewer than `LANES` only for the tail) and must give
-/// 0 in padding lanes.
+/// `(t0 + t1) + (t2 + t3)` and [`hsum`].
 #[inline(always)]
-fn reduce_row<S: Simd, const N: usize>(
-    s: S,
-    x: &[f32],
-    mut terms: impl FnMut(S::V, &[f32]) -> [S::V; N],
-) -> [f32; N] {
+fn reduce_row<S: Simd, const N: usize>(s: S, x: &[f32], pass: &mut impl Terms<S, N>) -> [f32; N] {
     let zero = s.splat(0.0);
     let mut total = [[zero; 4]; N];
     let mut acc = [[zero; 4]; N];
-    let add = |acc: &mut [[S::V; 4]; N], k: usize, t: [S::V; N]| {
-        for i in 0..N {
-            acc[i][k] = s.add(acc[i][k], t[i]);
-        }
-    };
     let (chunks, tail) = x.as_chunks::<LANES>();
     let mut blocks = chunks.chunks_exact(BLOCK_CHUNKS);
     for block in &mut blocks {
         for quad in block.as_chunks::<4>().0 {
             for (k, c) in quad.iter().enumerate() {
-                add(&mut acc, k, terms(s.load(c), c));
+                let t = pass.terms(s, s.load(c), c);
+                accumulate(s, &mut acc, k, t);
             }
         }
         for i in 0..N {
@@ -101,21 +110,44 @@ fn reduce_row<S: Simd, const N: usize>(
     }
     let rest = blocks.remainder();
     for (j, c) in rest.iter().enumerate() {
-        add(&mut acc, j % 4, terms(s.load(c), c));
+        let t = pass.terms(s, s.load(c), c);
+        accumulate(s, &mut acc, j % 4, t);
     }
     if !tail.is_empty() {
-        add(
-            &mut acc,
-            rest.len() % 4,
-            terms(load_padded(s, tail, 0.0), tail),
-        );
+        let t = pass.terms(s, load_padded(s, tail, 0.0), tail);
+        accumulate(s, &mut acc, rest.len() % 4, t);
     }
     let mut out = [0.0; N];
     for i in 0..N {
-        let t: [S::V; 4] = core::array::from_fn(|k| s.add(total[i][k], acc[i][k]));
+        let mut t = [zero; 4];
+        for k in 0..4 {
+            t[k] = s.add(total[i][k], acc[i][k]);
+        }
         out[i] = hsum(s.to_array(s.add(s.add(t[0], t[1]), s.add(t[2], t[3]))));
     }
     out
+}
+
+/// Pass 1 of LayerNorm: the sum, with the running min and max on the side.
+struct SumMinMax<S: Simd> {
+    first: f32,
+    lo: S::V,
+    hi: S::V,
+}
+
+impl<S: Simd> Terms<S, 1> for SumMinMax<S> {
+    #[inline(always)]
+    fn terms(&mut self, s: S, v: S::V, chunk: &[f32]) -> [S::V; 1] {
+        // Padding must not win the min/max: pad the tail with a row value.
+        let m = if chunk.len() == LANES {
+            v
+        } else {
+            load_padded(s, chunk, self.first)
+        };
+        self.lo = s.min(self.lo, m);
+        self.hi = s.max(self.hi, m);
+        [v]
+    }
 }
 
 /// Pass 1 of LayerNorm: `(sum, min, max)` of a row. min/max are meaningful
@@ -123,32 +155,54 @@ fn reduce_row<S: Simd, const N: usize>(
 #[inline(always)]
 fn sum_min_max<S: Simd>(s: S, x: &[f32]) -> (f32, f32, f32) {
     let first = x.first().copied().unwrap_or(0.0);
-    let mut lo = s.splat(first);
-    let mut hi = lo;
-    let [sum] = reduce_row(s, x, |v, chunk| {
-        // Padding must not win the min/max: pad the tail with a row value.
-        let m = if chunk.len() == LANES {
-            v
-        } else {
-            load_padded(s, chunk, first)
-        };
-        lo = s.min(lo, m);
-        hi = s.max(hi, m);
-        [v]
-    });
-    (sum, hmin(s.to_array(lo)), hmax(s.to_array(hi)))
+    let mut pass = SumMinMax::<S> {
+        first,
+        lo: s.splat(first),
+        hi: s.splat(first),
+    };
+    let [sum] = reduce_row(s, x, &mut pass);
+    (sum, hmin(s.to_array(pass.lo)), hmax(s.to_array(pass.hi)))
+}
+
+/// Pass 1 of RMSNorm: squares, with the running max |x| on the side.
+struct SumSquaresAbsMax<S: Simd> {
+    amax: S::V,
+}
+
+impl<S: Simd> Terms<S, 1> for SumSquaresAbsMax<S> {
+    #[inline(always)]
+    fn terms(&mut self, s: S, v: S::V, _chunk: &[f32]) -> [S::V; 1] {
+        self.amax = s.max(self.amax, s.abs(v));
+        [s.mul(v, v)]
+    }
 }
 
 /// Pass 1 of RMSNorm: `(Σx², max|x|)`. The max is meaningful only if the sum
 /// is finite.
 #[inline(always)]
 fn sum_squares_abs_max<S: Simd>(s: S, x: &[f32]) -> (f32, f32) {
-    let mut amax = s.splat(0.0);
-    let [sum_sq] = reduce_row(s, x, |v, _| {
-        amax = s.max(amax, s.abs(v));
-        [s.mul(v, v)]
-    });
-    (sum_sq, hmax(s.to_array(amax)))
+    let mut pass = SumSquaresAbsMax::<S> { amax: s.splat(0.0) };
+    let [sum_sq] = reduce_row(s, x, &mut pass);
+    (sum_sq, hmax(s.to_array(pass.amax)))
+}
+
+/// Pass 2: `d = x*scale - shift` (`x - shift` unless SCALED) and `d²`.
+struct Centered<S: Simd, const SCALED: bool> {
+    scale: S::V,
+    shift: S::V,
+}
+
+impl<S: Simd, const SCALED: bool> Terms<S, 2> for Centered<S, SCALED> {
+    #[inline(always)]
+    fn terms(&mut self, s: S, v: S::V, chunk: &[f32]) -> [S::V; 2] {
+        let v = if SCALED { s.mul(v, self.scale) } else { v };
+        let mut d = s.sub(v, self.shift);
+        if chunk.len() < LANES {
+            // Padding lanes would centre to -shift: mask them to zero.
+            d = s.mul(d, lane_mask(s, chunk.len()));
+        }
+        [d, s.mul(d, d)]
+    }
 }
 
 /// Pass 2: `(Σd, Σd²)` with `d = x*scale - shift` (`x - shift` unless SCALED).
@@ -159,17 +213,11 @@ fn centered_sums<S: Simd, const SCALED: bool>(
     scale: f32,
     shift: f32,
 ) -> (f32, f32) {
-    let vscale = s.splat(scale);
-    let vshift = s.splat(shift);
-    let [s1, s2] = reduce_row(s, x, |v, chunk| {
-        let v = if SCALED { s.mul(v, vscale) } else { v };
-        let mut d = s.sub(v, vshift);
-        if chunk.len() < LANES {
-            // Padding lanes would centre to -shift: mask them to zero.
-            d = s.mul(d, lane_mask(s, chunk.len()));
-        }
-        [d, s.mul(d, d)]
-    });
+    let mut pass = Centered::<S, SCALED> {
+        scale: s.splat(scale),
+        shift: s.splat(shift),
+    };
+    let [s1, s2] = reduce_row(s, x, &mut pass);
     (s1, s2)
 }
 
@@ -236,7 +284,8 @@ pub(crate) fn layer_norm_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowAffine 
         // Constant row: variance exactly 0. `+ 0.0` turns -0 into +0 so the
         // result does not depend on which zero an ISA's min picked.
         let mean = min + 0.0;
-        let rstd = 1.0 / (eps as f64).sqrt();
+        // `+ 0.0`: eps = -0.0 passes the eps check and must act as +0.
+        let rstd = 1.0 / (eps as f64 + 0.0).sqrt();
         return RowAffine {
             finite: true,
             scale: 1.0,
@@ -355,63 +404,30 @@ fn normalize_row<
     stream: bool,
     next: Option<&[f32]>,
 ) {
-    let (vscale, vshift, vrstd, voffset) = (
-        s.splat(a.scale),
-        s.splat(a.shift),
-        s.splat(a.rstd),
-        s.splat(a.offset),
-    );
-    let zero = s.splat(0.0);
-    let f = |x: S::V, g: S::V, b: S::V| {
-        let mut t = if SCALED { s.mul(x, vscale) } else { x };
-        if CENTERED {
-            t = s.sub(t, vshift);
-        }
-        t = s.mul(t, vrstd);
-        if CENTERED {
-            t = s.add(t, voffset);
-        }
-        if GAMMA {
-            t = s.mul(t, g);
-        }
-        if BETA {
-            t = s.add(t, b);
-        }
-        t
+    let k = AffineConsts::<S> {
+        scale: s.splat(a.scale),
+        shift: s.splat(a.shift),
+        rstd: s.splat(a.rstd),
+        offset: s.splat(a.offset),
     };
+    let zero = s.splat(0.0);
     let n = dst.len();
     let head = if stream {
         ((64 - dst.as_ptr() as usize % 64) % 64 / 4).min(n)
     } else {
         0
     };
-    // One chunk at [i, i + len), len <= LANES: padded loads, partial store.
-    let partial = |dst: &mut [f32], i: usize, len: usize| {
-        let xs = match src {
-            Some(src) => load_padded(s, &src[i..i + len], 0.0),
-            None => load_padded(s, &dst[i..i + len], 0.0),
-        };
-        let g = if GAMMA {
-            load_padded(s, &gamma[i..i + len], 0.0)
-        } else {
-            zero
-        };
-        let b = if BETA {
-            load_padded(s, &beta[i..i + len], 0.0)
-        } else {
-            zero
-        };
-        store_partial(s, &mut dst[i..i + len], f(xs, g, b));
-    };
     if head > 0 {
-        partial(dst, 0, head);
+        partial_chunk::<S, SCALED, CENTERED, GAMMA, BETA>(s, &k, src, dst, gamma, beta, 0, head);
     }
     let body_len = (n - head) / LANES * LANES;
     let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
-    for (k, out) in body.iter_mut().enumerate() {
-        let i = head + k * LANES;
-        if let Some(line) = next.and_then(|next| next.get(i)) {
-            s.prefetch(line);
+    for (j, out) in body.iter_mut().enumerate() {
+        let i = head + j * LANES;
+        if let Some(next) = next {
+            if let Some(line) = next.get(i) {
+                s.prefetch(line);
+            }
         }
         let x = match src {
             Some(src) => s.load(src[i..i + LANES].try_into().expect("in bounds")),
@@ -427,7 +443,7 @@ fn normalize_row<
         } else {
             zero
         };
-        let y = f(x, g, b);
+        let y = affine::<S, SCALED, CENTERED, GAMMA, BETA>(s, &k, x, g, b);
         if stream {
             s.store_stream(out, y)
         } else {
@@ -436,8 +452,98 @@ fn normalize_row<
     }
     let done = head + body_len;
     if done < n {
-        partial(dst, done, n - done);
+        partial_chunk::<S, SCALED, CENTERED, GAMMA, BETA>(
+            s,
+            &k,
+            src,
+            dst,
+            gamma,
+            beta,
+            done,
+            n - done,
+        );
     }
+}
+
+/// A row's constants, splatted once.
+struct AffineConsts<S: Simd> {
+    scale: S::V,
+    shift: S::V,
+    rstd: S::V,
+    offset: S::V,
+}
+
+/// `((x*scale - shift) * rstd + offset) * gamma + beta` on one vector.
+#[inline(always)]
+fn affine<
+    S: Simd,
+    const SCALED: bool,
+    const CENTERED: bool,
+    const GAMMA: bool,
+    const BETA: bool,
+>(
+    s: S,
+    k: &AffineConsts<S>,
+    x: S::V,
+    g: S::V,
+    b: S::V,
+) -> S::V {
+    let mut t = if SCALED { s.mul(x, k.scale) } else { x };
+    if CENTERED {
+        t = s.sub(t, k.shift);
+    }
+    t = s.mul(t, k.rstd);
+    if CENTERED {
+        t = s.add(t, k.offset);
+    }
+    if GAMMA {
+        t = s.mul(t, g);
+    }
+    if BETA {
+        t = s.add(t, b);
+    }
+    t
+}
+
+/// One short chunk at `[i, i + len)`, `len < LANES`: padded loads, partial store.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn partial_chunk<
+    S: Simd,
+    const SCALED: bool,
+    const CENTERED: bool,
+    const GAMMA: bool,
+    const BETA: bool,
+>(
+    s: S,
+    k: &AffineConsts<S>,
+    src: Option<&[f32]>,
+    dst: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    i: usize,
+    len: usize,
+) {
+    let zero = s.splat(0.0);
+    let x = match src {
+        Some(src) => load_padded(s, &src[i..i + len], 0.0),
+        None => load_padded(s, &dst[i..i + len], 0.0),
+    };
+    let g = if GAMMA {
+        load_padded(s, &gamma[i..i + len], 0.0)
+    } else {
+        zero
+    };
+    let b = if BETA {
+        load_padded(s, &beta[i..i + len], 0.0)
+    } else {
+        zero
+    };
+    store_partial(
+        s,
+        &mut dst[i..i + len],
+        affine::<S, SCALED, CENTERED, GAMMA, BETA>(s, k, x, g, b),
+    );
 }
 
 /// Picks the monomorphized [`normalize_row`] for this row's flags.
@@ -478,11 +584,19 @@ fn normalize_dispatch<S: Simd, const CENTERED: bool>(
 /// The row loop shared by LayerNorm and RMSNorm: statistics, then normalize,
 /// row after row, prefetching the next row while writing this one.
 #[inline(always)]
-fn norm_rows<S: Simd, const CENTERED: bool>(
-    s: S,
-    job: RowJob<'_>,
-    stats: impl Fn(S, &[f32], f32) -> RowAffine,
-) {
+fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
+    // Chosen here rather than passed in as a closure: a function item passed
+    // as `impl Fn` is called through a shim that lacks the caller's target
+    // features, which made every intrinsic in the statistics an out-of-line
+    // call (5-15x slower, caught by the bench tool).
+    #[inline(always)]
+    fn stats<S: Simd, const CENTERED: bool>(s: S, x: &[f32], eps: f32) -> RowAffine {
+        if CENTERED {
+            layer_norm_stats(s, x, eps)
+        } else {
+            rms_norm_stats(s, x, eps)
+        }
+    }
     let RowJob {
         input,
         input_stride,
@@ -500,8 +614,8 @@ fn norm_rows<S: Simd, const CENTERED: bool>(
     for r in 0..rows {
         let out_start = r * output_stride;
         let a = match input {
-            Some(x) => stats(s, &x[r * input_stride..r * input_stride + cols], eps),
-            None => stats(s, &output[out_start..out_start + cols], eps),
+            Some(x) => stats::<S, CENTERED>(s, &x[r * input_stride..r * input_stride + cols], eps),
+            None => stats::<S, CENTERED>(s, &output[out_start..out_start + cols], eps),
         };
         let (dst, after) = output[out_start..].split_at_mut(cols);
         let next = if r + 1 < rows {
@@ -529,13 +643,13 @@ fn norm_rows<S: Simd, const CENTERED: bool>(
 /// LayerNorm over every row of `job`.
 #[inline(always)]
 pub(crate) fn layer_norm_rows<S: Simd>(s: S, job: RowJob<'_>) {
-    norm_rows::<S, true>(s, job, layer_norm_stats::<S>)
+    norm_rows::<S, true>(s, job)
 }
 
 /// RMSNorm over every row of `job` (`bias`, if any, is added after `weight`).
 #[inline(always)]
 pub(crate) fn rms_norm_rows<S: Simd>(s: S, job: RowJob<'_>) {
-    norm_rows::<S, false>(s, job, rms_norm_stats::<S>)
+    norm_rows::<S, false>(s, job)
 }
 
 /// Exact moments of one row (LayerNorm's passes 1 and 2).
