@@ -554,7 +554,7 @@ fn prop_config() -> ProptestConfig {
             None => 64,
         },
         rng_seed: match base.rng_seed {
-            RngSeed::Random => RngSeed::Fixed(0x5EED_0F_AB1E),
+            RngSeed::Random => RngSeed::Fixed(0x5EED_F00D),
             chosen => chosen,
         },
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
