@@ -132,6 +132,25 @@ fn merge_with_empty_is_the_identity() {
     assert_eq!(Moments::default(), e);
 }
 
+/// Counts near `u64::MAX` neither wrap nor panic when merged.
+#[test]
+fn merge_of_huge_counts_does_not_overflow() {
+    let a = Moments {
+        count: u64::MAX - 1,
+        mean: 1.0,
+        m2: 2.0,
+    };
+    let b = Moments {
+        count: 5,
+        mean: 3.0,
+        m2: 4.0,
+    };
+    let m = std::panic::catch_unwind(|| a.merge(&b)).expect("merge panicked");
+    assert_eq!(m.count, u64::MAX);
+    assert!(m.mean.is_finite() && m.m2.is_finite(), "{m:?}");
+    assert!(m.mean >= 1.0 && m.mean <= 3.0 && m.m2 >= 6.0, "{m:?}");
+}
+
 /// `Moments::of_with` on every ISA: the same bits as Portable, and within a
 /// tight bound of the reference on hard inputs.
 #[test]

@@ -171,6 +171,42 @@ fn rms_norm_zero_rows_and_single_values() {
     }
 }
 
+/// `eps = -0.0` passes the `>= 0` check and must act exactly as `+0.0`,
+/// saved statistics included, on every class (constant rows too, where
+/// `1/sqrt(-0)` would be `-inf`).
+#[test]
+fn negative_zero_eps_acts_as_positive_zero() {
+    let mut rng = Prng::new(12);
+    let rows = 4;
+    for class in Class::ALL {
+        for cols in [1, 2, 16, 17, 100] {
+            let x = class.matrix(&mut rng, rows, cols);
+            for op in Op::ALL {
+                for isa in Isa::available() {
+                    let mut runs = [0.0f32, -0.0].map(|eps| {
+                        let mut y = vec![0.0f32; x.len()];
+                        let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                        op.forward_train(
+                            &Params::new(isa, eps),
+                            Rows::new(&x, rows, cols).unwrap(),
+                            RowsMut::new(&mut y, rows, cols).unwrap(),
+                            &mut mean,
+                            &mut rstd,
+                        )
+                        .unwrap();
+                        (y, mean, rstd)
+                    });
+                    let (neg, pos) = (runs[1].clone(), std::mem::take(&mut runs[0]));
+                    let what = format!("{op:?} {isa} {class:?} cols={cols} eps=-0 vs +0");
+                    assert_same_bits(&neg.0, &pos.0, &format!("{what}: output"));
+                    assert_same_bits(&neg.1, &pos.1, &format!("{what}: mean"));
+                    assert_same_bits(&neg.2, &pos.2, &format!("{what}: rstd"));
+                }
+            }
+        }
+    }
+}
+
 /// Rows of length 1 through LayerNorm: always constant, so bias or 0.
 #[test]
 fn layer_norm_rows_of_length_one() {
