@@ -424,10 +424,8 @@ fn normalize_row<
     let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
     for (j, out) in body.iter_mut().enumerate() {
         let i = head + j * LANES;
-        if let Some(next) = next {
-            if let Some(line) = next.get(i) {
-                s.prefetch(line);
-            }
+        if let Some(line) = next.and_then(|next| next.get(i)) {
+            s.prefetch(line);
         }
         let x = match src {
             Some(src) => s.load(src[i..i + LANES].try_into().expect("in bounds")),
