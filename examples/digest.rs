@@ -11,9 +11,12 @@ use simdnorm::{Isa, LayerNorm, Moments, RmsNorm, Rows, RowsMut};
 /// FNV-1a over the bits of a slice of f32: cheap, stable, good enough to tell
 /// two outputs apart.
 fn fnv(values: &[f32]) -> u64 {
-    values.iter().flat_map(|v| v.to_bits().to_le_bytes()).fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    values
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 /// A fixed xorshift stream mapped to a few value classes (normal-ish, large
@@ -44,12 +47,16 @@ fn main() -> Result<(), simdnorm::Error> {
     for isa in Isa::available() {
         let mut y = vec![0.0f32; rows * cols];
         let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
-        LayerNorm::new().weight(&weight).bias(&bias).isa(isa).forward_train(
-            Rows::new(&x, rows, cols)?,
-            RowsMut::new(&mut y, rows, cols)?,
-            &mut mean,
-            &mut rstd,
-        )?;
+        LayerNorm::new()
+            .weight(&weight)
+            .bias(&bias)
+            .isa(isa)
+            .forward_train(
+                Rows::new(&x, rows, cols)?,
+                RowsMut::new(&mut y, rows, cols)?,
+                &mut mean,
+                &mut rstd,
+            )?;
         let ln = fnv(&[y.as_slice(), &mean, &rstd].concat());
         RmsNorm::new().weight(&weight).isa(isa).forward_train(
             Rows::new(&x, rows, cols)?,
@@ -58,7 +65,11 @@ fn main() -> Result<(), simdnorm::Error> {
         )?;
         let rms = fnv(&[y.as_slice(), &rstd].concat());
         let m = Moments::of_with(&x[..cols], Some(isa))?;
-        let moments = fnv(&[m.mean as f32, (m.mean - m.mean as f32 as f64) as f32, m.m2 as f32]);
+        let moments = fnv(&[
+            m.mean as f32,
+            (m.mean - m.mean as f32 as f64) as f32,
+            m.m2 as f32,
+        ]);
         // The ISA name is left out so that lines from different machines diff cleanly.
         println!("layer_norm {ln:016x}\nrms_norm {rms:016x}\nmoments {moments:016x}");
     }
