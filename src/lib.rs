@@ -72,3 +72,8 @@ pub fn stream_copy(src: &[f32], dst: &mut [f32]) -> Result<(), Error> {
     (Isa::kernels(None)?.stream_copy)(src, dst);
     Ok(())
 }
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
