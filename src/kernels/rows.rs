@@ -9,7 +9,7 @@
 //!
 //! # Loop shape (LayerNorm): three passes over a row, one from memory
 //!
-//! 1. `sum`, `min`, `max` of the row (reads memory; the row lands in L1/L2).
+//! 1. The sum of the row (reads memory; the row lands in L1/L2).
 //!    `shift = sum / n` rounded to f32 is a centre close to the mean.
 //! 2. `s1 = Σ(x - shift)`, `s2 = Σ(x - shift)²` (from cache). This is the
 //!    corrected two-pass algorithm: `mean = shift + s1/n` and
@@ -33,12 +33,16 @@
 //!
 //! # Extremes
 //!
-//! Rows whose largest magnitude is outside `[2^-32, 2^32]` (or whose sum
-//! overflows) are computed on `x * 2^k`, an exact rescaling, so squares neither
+//! Rows whose sum or sum of squares overflows, or whose sum of squares is
+//! tiny, get a scalar look at their largest magnitude; if it is outside
+//! `[2^-32, 2^32]` they are computed on `x * 2^k`, an exact rescaling, so squares neither
 //! overflow (1e30, f32::MAX) nor underflow (1e-30, subnormals); `rstd` and
 //! `eps` are carried in f64 and the scale is folded back in the saved
 //! statistics. A row holding NaN or ±inf becomes all NaN. A constant row
-//! (`min == max`) has variance 0 exactly and outputs `beta`.
+//! (detected when the variance vanishes against rounding) has variance 0
+//! exactly and outputs `beta`. Pass 1 used to track min and max for these
+//! decisions; moving them to scalar checks on the rare rows that need them
+//! took two of the ~12 vector operations per element off the hot path.
 //!
 //! # Determinism
 //!
@@ -49,7 +53,7 @@
 
 use super::RowJob;
 use crate::moments::Moments;
-use crate::simd::{LANES, Simd, hmax, hmin, hsum, lane_mask, load_padded, store_partial};
+use crate::simd::{LANES, Simd, hsum, lane_mask, load_padded, store_partial};
 
 /// Rows with a largest magnitude in this range run unscaled.
 const SAFE_MIN: f32 = 1.0 / 4_294_967_296.0; // 2^-32
@@ -128,62 +132,24 @@ fn reduce_row<S: Simd, const N: usize>(s: S, x: &[f32], pass: &mut impl Terms<S,
     out
 }
 
-/// Pass 1 of LayerNorm: the sum, with the running min and max on the side.
-struct SumMinMax<S: Simd> {
-    first: f32,
-    lo: S::V,
-    hi: S::V,
-}
+/// Pass 1 of LayerNorm: the plain sum, for a centre close to the mean.
+struct Sum;
 
-impl<S: Simd> Terms<S, 1> for SumMinMax<S> {
+impl<S: Simd> Terms<S, 1> for Sum {
     #[inline(always)]
-    fn terms(&mut self, s: S, v: S::V, chunk: &[f32]) -> [S::V; 1] {
-        // Padding must not win the min/max: pad the tail with a row value.
-        let m = if chunk.len() == LANES {
-            v
-        } else {
-            load_padded(s, chunk, self.first)
-        };
-        self.lo = s.min(self.lo, m);
-        self.hi = s.max(self.hi, m);
+    fn terms(&mut self, _s: S, v: S::V, _chunk: &[f32]) -> [S::V; 1] {
         [v]
     }
 }
 
-/// Pass 1 of LayerNorm: `(sum, min, max)` of a row. min/max are meaningful
-/// only if the sum is finite.
-#[inline(always)]
-fn sum_min_max<S: Simd>(s: S, x: &[f32]) -> (f32, f32, f32) {
-    let first = x.first().copied().unwrap_or(0.0);
-    let mut pass = SumMinMax::<S> {
-        first,
-        lo: s.splat(first),
-        hi: s.splat(first),
-    };
-    let [sum] = reduce_row(s, x, &mut pass);
-    (sum, hmin(s.to_array(pass.lo)), hmax(s.to_array(pass.hi)))
-}
+/// Pass 1 of RMSNorm: the squares.
+struct SumSquares;
 
-/// Pass 1 of RMSNorm: squares, with the running max |x| on the side.
-struct SumSquaresAbsMax<S: Simd> {
-    amax: S::V,
-}
-
-impl<S: Simd> Terms<S, 1> for SumSquaresAbsMax<S> {
+impl<S: Simd> Terms<S, 1> for SumSquares {
     #[inline(always)]
     fn terms(&mut self, s: S, v: S::V, _chunk: &[f32]) -> [S::V; 1] {
-        self.amax = s.max(self.amax, s.abs(v));
         [s.mul(v, v)]
     }
-}
-
-/// Pass 1 of RMSNorm: `(Σx², max|x|)`. The max is meaningful only if the sum
-/// is finite.
-#[inline(always)]
-fn sum_squares_abs_max<S: Simd>(s: S, x: &[f32]) -> (f32, f32) {
-    let mut pass = SumSquaresAbsMax::<S> { amax: s.splat(0.0) };
-    let [sum_sq] = reduce_row(s, x, &mut pass);
-    (sum_sq, hmax(s.to_array(pass.amax)))
 }
 
 /// Pass 2: `d = x*scale - shift` (`x - shift` unless SCALED) and `d²`.
@@ -270,23 +236,29 @@ fn has_non_finite(x: &[f32]) -> bool {
     x.iter().any(|v| !v.is_finite())
 }
 
-/// Statistics of one LayerNorm row (passes 1 and 2) and its affine constants.
-#[inline(always)]
-pub(crate) fn layer_norm_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowAffine {
-    let n = x.len();
-    let nf = n as f64;
-    let (sum, min, max) = sum_min_max(s, x);
-    if !sum.is_finite() && has_non_finite(x) {
-        return RowAffine::non_finite(n);
-    }
-    // From here on every value is finite.
-    if min == max {
-        // Constant row: variance exactly 0. `+ 0.0` turns -0 into +0 so the
-        // result does not depend on which zero an ISA's min picked.
-        let mean = min + 0.0;
-        // `+ 0.0`: eps = -0.0 passes the eps check and must act as +0.
+fn abs_max(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Sums of squares below this may have lost terms to underflow (squares of
+/// values under 2^-63 are subnormal): such rows get their magnitude checked
+/// and, if tiny, are rescaled. Above it, anything that underflowed is
+/// negligible.
+const TINY_SUM_SQ: f32 = 1.0 / 1_152_921_504_606_846_976.0; // 2^-60
+
+/// Whether every value equals the first (-0 and +0 count as equal).
+fn is_constant(x: &[f32]) -> bool {
+    x.iter().all(|&v| v == x[0])
+}
+
+impl RowAffine {
+    /// A constant row: variance exactly 0, output exactly `beta`.
+    fn constant(n: usize, value: f32, eps: f32) -> Self {
+        // `+ 0.0` turns -0 into +0, so the mean does not depend on which zero
+        // came first, and makes eps = -0.0 (which passes the eps check) act as +0.
+        let mean = value + 0.0;
         let rstd = 1.0 / (eps as f64 + 0.0).sqrt();
-        return RowAffine {
+        RowAffine {
             finite: true,
             scale: 1.0,
             shift: mean,
@@ -299,21 +271,43 @@ pub(crate) fn layer_norm_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowAffine 
                 mean: mean as f64,
                 m2: 0.0,
             },
-        };
+        }
     }
-    let amax = min.abs().max(max.abs());
-    let scaled = !sum.is_finite() || !(SAFE_MIN..=SAFE_MAX).contains(&amax);
-    let (scale, mut shift, mut s1, mut s2);
-    if scaled {
-        scale = rescale_for(amax);
-        let (scaled_sum, _) = centered_sums::<S, true>(s, x, scale, 0.0);
-        shift = (scaled_sum as f64 / nf) as f32;
-        (s1, s2) = centered_sums::<S, true>(s, x, scale, shift);
-    } else {
-        scale = 1.0;
+}
+
+/// Statistics of one LayerNorm row (passes 1 and 2) and its affine constants.
+///
+/// The common case is two vector passes (a sum, then centred sums) and a few
+/// f64 operations. Rare rows take scalar detours: a non-finite sum (NaN/inf
+/// in the row, or overflow), a tiny or overflowing sum of squares (magnitudes
+/// outside `[2^-32, 2^32]`: rescale by a power of two), a centre far from the
+/// mean (recentre once), or a variance that vanishes against rounding
+/// (check for a constant row).
+#[inline(always)]
+pub(crate) fn layer_norm_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowAffine {
+    let n = x.len();
+    let nf = n as f64;
+    let [sum] = reduce_row(s, x, &mut Sum);
+    if !sum.is_finite() && has_non_finite(x) {
+        return RowAffine::non_finite(n);
+    }
+    // From here on every value is finite.
+    let mut scale = 1.0f32;
+    let (mut shift, mut s1, mut s2) = (0.0f32, 0.0f32, f32::INFINITY);
+    if sum.is_finite() {
         shift = (sum as f64 / nf) as f32;
         (s1, s2) = centered_sums::<S, false>(s, x, 1.0, shift);
     }
+    if !s2.is_finite() || s2 < TINY_SUM_SQ {
+        let amax = abs_max(x);
+        if amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax) {
+            scale = rescale_for(amax);
+            let (scaled_sum, _) = centered_sums::<S, true>(s, x, scale, 0.0);
+            shift = (scaled_sum as f64 / nf) as f32;
+            (s1, s2) = centered_sums::<S, true>(s, x, scale, shift);
+        }
+    }
+    let scaled = scale != 1.0;
     // A centre far from the mean (relative to the spread) would make
     // s2 - s1²/n cancel: recentre once.
     if (s1 as f64) * (s1 as f64) / nf > 0.25 * s2 as f64 {
@@ -326,6 +320,10 @@ pub(crate) fn layer_norm_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowAffine 
     }
     let mean_lo = s1 as f64 / nf;
     let m2 = (s2 as f64 - s1 as f64 * mean_lo).max(0.0);
+    // A variance lost in rounding: exactly 0 if the row is constant.
+    if m2 <= s2 as f64 * (1.0 / 1_048_576.0) && is_constant(x) {
+        return RowAffine::constant(n, x[0], eps);
+    }
     let scale64 = scale as f64;
     let rstd = 1.0 / (m2 / nf + eps as f64 * scale64 * scale64).sqrt();
     let mean = (shift as f64 + mean_lo) / scale64;
@@ -345,20 +343,23 @@ pub(crate) fn layer_norm_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowAffine 
     }
 }
 
-/// Statistics of one RMSNorm row (pass 1, and a rescaled pass for extreme
-/// rows) and its affine constants.
+/// Statistics of one RMSNorm row (pass 1, and a rescaled pass for rows of
+/// extreme magnitude) and its affine constants.
 #[inline(always)]
 pub(crate) fn rms_norm_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowAffine {
     let n = x.len();
     let nf = n as f64;
-    let (mut sum_sq, amax) = sum_squares_abs_max(s, x);
+    let [mut sum_sq] = reduce_row(s, x, &mut SumSquares);
     if !sum_sq.is_finite() && has_non_finite(x) {
         return RowAffine::non_finite(n);
     }
     let mut scale = 1.0;
-    if !sum_sq.is_finite() || (amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax)) {
-        scale = rescale_for(amax);
-        (_, sum_sq) = centered_sums::<S, true>(s, x, scale, 0.0);
+    if !sum_sq.is_finite() || sum_sq < TINY_SUM_SQ {
+        let amax = abs_max(x);
+        if amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax) {
+            scale = rescale_for(amax);
+            (_, sum_sq) = centered_sums::<S, true>(s, x, scale, 0.0);
+        }
     }
     let scale64 = scale as f64;
     let rstd = 1.0 / (sum_sq as f64 / nf + eps as f64 * scale64 * scale64).sqrt();
