@@ -513,15 +513,13 @@ fn check_reference(case: &Case, base: &Outcome, ctx: &str) {
             && case.eps.to_bits() == (-0.0f32).to_bits()
             && constant
             && base.rstd[r] == f32::NEG_INFINITY;
-        if !known_bug {
-            if let Err(msg) = oracle::rstd_ok(base.rstd[r], plain.rstd[r]) {
-                panic!("{}: saved rstd: {msg}", row_ctx());
-            }
+        if !known_bug && let Err(msg) = oracle::rstd_ok(base.rstd[r], plain.rstd[r]) {
+            panic!("{}: saved rstd: {msg}", row_ctx());
         }
-        if case.op == RowOp::LayerNorm {
-            if let Err(msg) = oracle::mean_ok(base.mean[r], plain.mean[r], plain.rstd[r]) {
-                panic!("{}: saved mean: {msg}", row_ctx());
-            }
+        if case.op == RowOp::LayerNorm
+            && let Err(msg) = oracle::mean_ok(base.mean[r], plain.mean[r], plain.rstd[r])
+        {
+            panic!("{}: saved mean: {msg}", row_ctx());
         }
     }
 }
@@ -537,7 +535,7 @@ fn check_corrupted(case: &Case, kind: u8, arg: u32, ctx: &str) {
     };
     let arg = arg as usize;
     let wrong_len = |n: usize| {
-        if n > 0 && arg % 2 == 0 {
+        if n > 0 && arg.is_multiple_of(2) {
             n - 1 - arg / 2 % n
         } else {
             n + 1 + arg % 3
@@ -682,7 +680,7 @@ fn check_corrupted(case: &Case, kind: u8, arg: u32, ctx: &str) {
             }
         }
         8 if form != Form::InPlace => {
-            out_shape = if arg % 2 == 0 {
+            out_shape = if arg.is_multiple_of(2) {
                 (rows + 1 + arg % 3, cols)
             } else {
                 (rows, wrong_len(cols))
