@@ -57,8 +57,7 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
-    // min/max/abs: not used by the current kernels (rows moved to scalar
-    // magnitude checks on rare rows); kept for BatchNorm's per-channel work.
+    // min/max/abs serve BatchNorm's per-channel magnitude checks.
     #[allow(dead_code)]
     fn min(self, a: Self::V, b: Self::V) -> Self::V;
     #[allow(dead_code)]
@@ -82,6 +81,21 @@ pub(crate) fn hsum(mut a: [f32; LANES]) -> f32 {
         width /= 2;
     }
     a[0]
+}
+
+/// Horizontal minimum and maximum (exact, so the order does not matter for
+/// finite values).
+#[inline(always)]
+#[allow(dead_code)]
+pub(crate) fn hmin(a: [f32; LANES]) -> f32 {
+    a.iter().copied().fold(a[0], f32::min)
+}
+
+/// See [`hmin`].
+#[inline(always)]
+#[allow(dead_code)]
+pub(crate) fn hmax(a: [f32; LANES]) -> f32 {
+    a.iter().copied().fold(a[0], f32::max)
 }
 
 /// Loads up to `LANES` values, filling the missing lanes with `fill`.
