@@ -94,7 +94,7 @@ impl Simd for Avx2Fma {
     #[inline(always)]
     fn prefetch(self, src: &f32) {
         // SAFETY: SSE is baseline; a prefetch never faults and reads nothing.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((src as *const f32).cast::<i8>()) }
+        unsafe { _mm_prefetch::<_MM_HINT_T1>((src as *const f32).cast::<i8>()) }
     }
     lanewise!(add, _mm256_add_ps);
     lanewise!(sub, _mm256_sub_ps);

@@ -67,7 +67,7 @@ impl Simd for Avx512 {
     #[inline(always)]
     fn prefetch(self, src: &f32) {
         // SAFETY: SSE is baseline; a prefetch never faults and reads nothing.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((src as *const f32).cast::<i8>()) }
+        unsafe { _mm_prefetch::<_MM_HINT_T1>((src as *const f32).cast::<i8>()) }
     }
     #[inline(always)]
     fn add(self, a: __m512, b: __m512) -> __m512 {

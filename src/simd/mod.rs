@@ -51,7 +51,10 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn store_stream(self, dst: &mut [f32; LANES], v: Self::V);
     /// Orders streaming stores before anything the caller does next.
     fn stream_fence(self);
-    /// A hint to bring the cache line holding `src` towards L1. May do nothing.
+    /// A hint to bring the cache line holding `src` into L2 (not L1: a row,
+    /// its weight and its bias already fill Zen 4's 32 KiB L1 at 4096
+    /// columns, and an L1 prefetch of the next row measured 10% slower than
+    /// none, an L2 prefetch 25% faster). May do nothing.
     fn prefetch(self, src: &f32);
 
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
