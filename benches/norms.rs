@@ -1,7 +1,10 @@
 //! Criterion benches: every op of the bench tool's registry at a few shapes
-//! (L1-, L2-, L3- and just-past-L3-sized), once per available ISA, next to a
-//! `stream_copy` of the same bytes as the ceiling. All report
-//! `Throughput::Bytes(read + written)`, so criterion's GB/s compare directly.
+//! (rows: L1-, L2-, L3- and just-past-L3-sized; BatchNorm: 32x64x56x56 and
+//! 8x256x28x28, each as NCHW and NHWC), once per available ISA, next to a
+//! `stream_copy` of the same bytes as the ceiling. A group is `op/shape`
+//! (`batch_norm_train/32x64x56x56/nhwc`), its functions the ISAs and `copy`.
+//! All report `Throughput::Bytes(read + written)`, so criterion's GB/s
+//! compare directly.
 //!
 //! Everything runs on one rayon worker pinned to core 0: criterion measures
 //! the kernels, and thread scaling is the bench tool's job
@@ -9,8 +12,12 @@
 //! code are the bench tool's own modules, included by path, so an op added
 //! there is benched here too.
 //!
-//! `cargo bench -- --quick`, or a filter such as `cargo bench -- rms_norm/512x1024`.
+//! `cargo bench -- --quick`, or a filter such as `cargo bench -- rms_norm/512x1024`
+//! or `cargo bench -- batch_norm_infer/8x256x28x28/nhwc`.
 
+#[allow(dead_code)]
+#[path = "../examples/bench/batch_norm.rs"]
+mod batch_norm;
 #[allow(dead_code)]
 #[path = "../examples/bench/data.rs"]
 mod data;
@@ -32,8 +39,11 @@ const DRAM_BYTES: usize = 32 << 20;
 fn norms(c: &mut Criterion) {
     let pool = threads::pinned_pool(1).expect("a one-thread pool");
     for op in ops::OPS {
-        for label in op.bench_shapes {
-            let shape = op.parse_label(label, None).expect("built-in shapes parse");
+        let shapes = op
+            .bench_shapes
+            .iter()
+            .flat_map(|label| op.parse_label(label, None).expect("built-in shapes parse"));
+        for shape in shapes {
             let mut case = pool.install(|| (op.make)(&shape));
             let bytes = case.in_bytes() + case.out_bytes();
             let copy_len = bytes.div_ceil(8);
@@ -78,8 +88,8 @@ fn time(iters: u64, mut f: impl FnMut()) -> Duration {
 
 criterion_group! {
     name = benches;
-    // Short warm-up and measurement: 32 benches should take a couple of
-    // minutes, not ten.
+    // Short warm-up and measurement: the 64 benches (32 row, 32 BatchNorm on
+    // a 3-ISA machine) should take a few minutes, not twenty.
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));

@@ -1,12 +1,14 @@
 //! The op registry: everything the tool knows about one operator lives in one
-//! [`Op`] entry of [`OPS`], so adding an operator (BatchNorm inference or
-//! training, say) means writing its [`Case`], its shape parser, and one more
-//! entry; the command line, the timing loop and the report pick it up.
+//! [`Op`] entry of [`OPS`], so adding an operator means writing its [`Case`],
+//! its shape parser, and one more entry; the command line, the timing loop
+//! and the report pick it up. The row ops live here, the BatchNorm ops in
+//! [`crate::batch_norm`].
 //!
 //! Byte counts are what the operator must move at least: every input read
 //! once (activations and per-feature parameters) and every output written
 //! once. They are the numerator of the GB/s column.
 
+use crate::batch_norm::{self, BnCase};
 use crate::data::{self, Buf};
 use simdnorm::{Error, Isa, LayerNorm, RmsNorm, Rows, RowsMut, reference};
 use std::fmt;
@@ -25,9 +27,10 @@ pub struct Op {
     /// The subset the criterion benches use (`benches/norms.rs`), as labels.
     #[allow(dead_code)] // read by the criterion benches only
     pub bench_shapes: &'static [&'static str],
-    /// Parses a `--shape` value, with `--layout` if one was given. An error
-    /// says why this op cannot take it.
-    pub parse_shape: fn(spec: &str, layout: Option<&str>) -> Result<Shape, String>,
+    /// Parses a `--shape` value, with `--layout` if one was given, into the
+    /// shapes to run (several when the op runs a spec in more than one
+    /// layout by default). An error says why this op cannot take it.
+    pub parse_shape: fn(spec: &str, layout: Option<&str>) -> Result<Vec<Shape>, String>,
     /// Allocates and fills inputs and outputs for `shape` (in the current
     /// rayon pool) and precomputes the f64 reference.
     pub make: fn(&Shape) -> Box<dyn Case>,
@@ -36,7 +39,7 @@ pub struct Op {
 impl Op {
     /// Parses a shape label (`spec` or `spec/layout`); `layout`, when given,
     /// replaces the label's own.
-    pub fn parse_label(&self, label: &str, layout: Option<&str>) -> Result<Shape, String> {
+    pub fn parse_label(&self, label: &str, layout: Option<&str>) -> Result<Vec<Shape>, String> {
         let (spec, own) = match label.split_once('/') {
             Some((spec, own)) => (spec, Some(own)),
             None => (label, None),
@@ -96,8 +99,15 @@ pub trait Case: Send {
     /// Largest `|output - f64 reference|` of the last run, over the checked
     /// part of the output (see [`Case::checked`]).
     fn max_abs_err(&self) -> f64;
-    /// Which part of the output [`Case::max_abs_err`] covers, for the header.
-    fn checked(&self) -> String;
+    /// Which part of the output [`Case::max_abs_err`] covers, for a note
+    /// under the table; `None` when it covers all of it.
+    fn checked(&self) -> Option<String>;
+    /// Checks the last run's outputs other than the main one (saved or
+    /// running statistics) against the reference; an error says which value
+    /// is off. Nothing to check by default.
+    fn verify(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Every operator the tool knows, in report order.
@@ -119,6 +129,25 @@ pub const OPS: &[Op] = &[
         bench_shapes: ROW_BENCH_SHAPES,
         parse_shape: parse_rows,
         make: |shape| Box::new(RowCase::new(RowOp::RmsNorm, shape)),
+    },
+    Op {
+        name: "batch_norm_infer",
+        about: "BatchNorm inference (running statistics given), with weight and bias",
+        shape_syntax: batch_norm::SHAPE_SYNTAX,
+        shapes: batch_norm::SHAPES,
+        bench_shapes: batch_norm::BENCH_SHAPES,
+        parse_shape: batch_norm::parse_infer,
+        make: |shape| Box::new(BnCase::new(batch_norm::Mode::Infer, shape)),
+    },
+    Op {
+        name: "batch_norm_train",
+        about: "BatchNorm training (batch statistics, saved mean/rstd, PyTorch momentum 0.1 \
+                running update), with weight and bias",
+        shape_syntax: batch_norm::SHAPE_SYNTAX,
+        shapes: batch_norm::SHAPES,
+        bench_shapes: batch_norm::BENCH_SHAPES,
+        parse_shape: batch_norm::parse_train,
+        make: |shape| Box::new(BnCase::new(batch_norm::Mode::Train, shape)),
     },
 ];
 
@@ -143,7 +172,7 @@ const ROW_SHAPES: &[&str] = &[
 const ROW_BENCH_SHAPES: &[&str] = &["1x768", "128x768", "512x1024", "2048x4096"];
 
 /// Parses `RxC` with both sides positive; the row ops have no layout.
-fn parse_rows(spec: &str, layout: Option<&str>) -> Result<Shape, String> {
+fn parse_rows(spec: &str, layout: Option<&str>) -> Result<Vec<Shape>, String> {
     if let Some(layout) = layout {
         return Err(format!(
             "row ops take no --layout (got {layout:?}); they normalize the last axis of RxC"
@@ -153,7 +182,7 @@ fn parse_rows(spec: &str, layout: Option<&str>) -> Result<Shape, String> {
     if dims.len() != 2 {
         return Err(format!("expected RxC (two dimensions), got {spec:?}"));
     }
-    Ok(Shape { dims, layout: None })
+    Ok(vec![Shape { dims, layout: None }])
 }
 
 /// Parses `AxBx...` into positive dimensions whose product, in f32 bytes,
@@ -278,11 +307,8 @@ impl Case for RowCase {
         reference::max_abs_error(&self.y[..self.checked_rows * self.cols], &self.expected)
     }
 
-    fn checked(&self) -> String {
-        if self.checked_rows == self.rows {
-            "all rows".to_string()
-        } else {
-            format!("first {} of {} rows", self.checked_rows, self.rows)
-        }
+    fn checked(&self) -> Option<String> {
+        (self.checked_rows < self.rows)
+            .then(|| format!("the first {} of {} rows", self.checked_rows, self.rows))
     }
 }

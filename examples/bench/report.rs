@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 pub struct Row {
     /// Op name.
     pub op: &'static str,
-    /// Shape label, e.g. `8192x4096`.
+    /// Shape label, e.g. `8192x4096` or `32x64x56x56/nhwc`.
     pub shape: String,
     /// Element type.
     pub dtype: &'static str,
@@ -34,7 +34,7 @@ pub struct Row {
 /// The table's column titles, aligned like [`table_row`].
 pub fn table_header() -> String {
     format!(
-        "{:<11} {:<11} {:<5} {:<8} {:>3} {:>11} {:>8} {:>16} {:>6} {:>9}",
+        "{:<16} {:<16} {:<5} {:<8} {:>3} {:>11} {:>8} {:>16} {:>6} {:>9}",
         "op", "shape", "dtype", "isa", "thr", "time/call", "GB/s", "copy GB/s", "ratio", "max_err"
     )
 }
@@ -42,7 +42,7 @@ pub fn table_header() -> String {
 /// One table line.
 pub fn table_row(r: &Row) -> String {
     format!(
-        "{:<11} {:<11} {:<5} {:<8} {:>3} {:>11} {:>8.2} {:>9.2} {:<6} {:>6.3} {:>9.2e}",
+        "{:<16} {:<16} {:<5} {:<8} {:>3} {:>11} {:>8.2} {:>9.2} {:<6} {:>6.3} {:>9.2e}",
         r.op,
         r.shape,
         r.dtype,
