@@ -208,7 +208,7 @@ def moments_case(a, b, n_bytes, n, cuts, first, chunks, data):
 def moments_seeds():
     empty = raw_moments(0)
     one = raw_moments(1, b"\x00")
-    big = raw_moments(3, u64(1 << 62))
+    big = raw_moments(3, u64(2**64 - 3))
     f64 = lambda v: b"\xff" + u64(struct.unpack("<Q", struct.pack("<d", v))[0])
     table = [1, 2, 15, 16, 17, 63, 64, 65, 511, 512, 513, 1000, 2048, 4097]
     t = lambda n: bytes([128, table.index(n)])

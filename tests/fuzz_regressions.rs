@@ -1,7 +1,7 @@
 //! Failures found by the fuzz targets (fuzz/), each turned into a plain test
-//! with the smallest input that shows it. A test marked `#[ignore = "bug:
-//! ..."]` is a bug still open in src/; when it is fixed, drop the `ignore`
-//! and the matching known-bug exception in fuzz/src/.
+//! with the smallest input that shows it. A bug still open in src/ gets
+//! `#[ignore = "bug: ..."]` (and, if it would stop the fuzzers, a known-bug
+//! exception in fuzz/src/); when it is fixed, both go.
 
 use simdnorm::{Isa, LayerNorm, Moments, RmsNorm, Rows, RowsMut, reference};
 
@@ -9,9 +9,9 @@ use simdnorm::{Isa, LayerNorm, Moments, RmsNorm, Rows, RowsMut, reference};
 /// variance > 0 it acts as 0. On a constant row the kernel takes
 /// `1/sqrt(eps)` directly, and `sqrt(-0.0) = -0.0`, so it saves
 /// `rstd = -inf`; the definition `1/sqrt(var + eps)` gives
-/// `1/sqrt(0 + -0) = 1/sqrt(+0) = +inf`, as the reference does.
+/// `1/sqrt(0 + -0) = 1/sqrt(+0) = +inf`, as the reference does. Fixed in
+/// 15c4470 (eps = -0 acts as +0).
 #[test]
-#[ignore = "bug: constant row with eps = -0.0 saves rstd = -inf instead of +inf (src/kernels/rows.rs, constant-row branch of layer_norm_stats)"]
 fn constant_row_with_negative_zero_eps_saves_positive_infinite_rstd() {
     let x = [-1e-45f32; 5];
     let want = reference::layer_norm(&x, 5, None, None, -0.0);
@@ -59,14 +59,12 @@ fn constant_row_with_zero_eps_saves_positive_infinite_rstd() {
     }
 }
 
-/// `Moments::merge` adds the counts with `+`: two summaries whose counts
-/// overflow u64 panic in a build with overflow checks (tests, fuzzing) and
-/// wrap to a wrong count in release. Unreachable from real data (2^64
-/// values), but the fields are public and summaries arrive from other
-/// processes. The fuzz target keeps counts below 2^62 so as to reach the
-/// rest of `merge`.
+/// `Moments::merge` added the counts with `+`: two summaries whose counts
+/// overflow u64 panicked in a build with overflow checks (tests, fuzzing)
+/// and wrapped to a wrong count in release. Unreachable from real data
+/// (2^64 values), but the fields are public and summaries arrive from other
+/// processes. Fixed in 15c4470: the count saturates.
 #[test]
-#[ignore = "bug: Moments::merge overflows u64 count (panics with overflow checks, wraps in release); src/moments.rs"]
 fn merge_count_overflow() {
     let a = Moments {
         count: u64::MAX,

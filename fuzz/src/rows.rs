@@ -505,15 +505,7 @@ fn check_reference(case: &Case, base: &Outcome, ctx: &str) {
                 }
             }
         }
-        // Known bug (tests/fuzz_regressions.rs,
-        // constant_row_with_negative_zero_eps_saves_positive_infinite_rstd):
-        // with eps = -0.0 a constant LayerNorm row saves -inf. Skipped so the
-        // campaign can go on; remove once fixed.
-        let known_bug = case.op == RowOp::LayerNorm
-            && case.eps.to_bits() == (-0.0f32).to_bits()
-            && constant
-            && base.rstd[r] == f32::NEG_INFINITY;
-        if !known_bug && let Err(msg) = oracle::rstd_ok(base.rstd[r], plain.rstd[r]) {
+        if let Err(msg) = oracle::rstd_ok(base.rstd[r], plain.rstd[r]) {
             panic!("{}: saved rstd: {msg}", row_ctx());
         }
         if case.op == RowOp::LayerNorm
