@@ -5,9 +5,10 @@
 //! normalize their own shard with the global statistics.
 //!
 //! The result is asserted bit-identical to one process running the whole
-//! batch: the shards hold the same power-of-two number of units (samples for
-//! NCHW, NHWC chunks of `BatchNorm::nhwc_chunk_rows(c)` rows), which is the
-//! condition the module docs state.
+//! batch: the shards split at unit boundaries and hold the same power-of-two
+//! number of units (for NCHW, `BatchNorm::nchw_unit_samples(spatial)`
+//! samples; for NHWC, chunks of `BatchNorm::nhwc_chunk_rows(c)` rows), which
+//! is the condition the module docs state.
 //!
 //! Run: `cargo run --release --example sync_batch_norm`
 
@@ -121,8 +122,15 @@ fn run(layout: Layout, n: usize, c: usize, spatial: usize, ranks: usize) -> Resu
 }
 
 fn main() -> Result<(), Error> {
-    // NCHW: units are samples; 4 ranks of 2 samples.
-    run(Layout::Nchw, 8, 32, 28 * 28, 4)?;
+    // NCHW: units are blocks of `nchw_unit_samples(spatial)` samples (4 for
+    // 28x28 planes, 64 for 7x7), so each rank's samples must be a
+    // power-of-two number of units. (With 2 samples per rank of 28x28 planes
+    // the ranks would still agree with each other, and with one process to
+    // rounding, but not bit for bit.)
+    let u = BatchNorm::nchw_unit_samples(28 * 28);
+    run(Layout::Nchw, 4 * u, 32, 28 * 28, 4)?; // 4 ranks x 1 unit each
+    let u = BatchNorm::nchw_unit_samples(7 * 7);
+    run(Layout::Nchw, 6 * u, 16, 7 * 7, 3)?; // 3 ranks x 2 units each
     // NHWC: units are chunks of R rows, so each rank's rows must be a
     // power-of-two number of chunks: choose spatial as a multiple of R.
     // (With spatial = 28 * 28 a shard would hold 784 * samples rows, not a

@@ -152,6 +152,9 @@ fn shapes() -> Vec<(usize, usize, usize)> {
         (2, 1, 300),
         (7, 70, 3),
         (3, 5, 257),
+        (70, 6, 49),  // NCHW units of 64 samples: one full, one partial
+        (130, 4, 9),  // planes shorter than a vector, one partial unit of 256
+        (9, 3, 1000), // units of 4 samples, the last of 1
     ];
     if !SMALL {
         v.push((6, 40, 24 * 24)); // big enough for threads
@@ -250,7 +253,12 @@ fn thread_counts_give_identical_bits() {
     let shapes = if SMALL {
         vec![(4, 8, 64 * 32)]
     } else {
-        vec![(8, 32, 24 * 24), (16, 24, 33 * 17), (2, 3, 150 * 150)]
+        vec![
+            (8, 32, 24 * 24),
+            (16, 24, 33 * 17),
+            (2, 3, 150 * 150),
+            (200, 40, 7 * 7),
+        ]
     };
     for (n, c, spatial) in shapes {
         for layout in each_layout() {
@@ -426,7 +434,7 @@ fn large_mean_channels_stay_accurate() {
     let shapes = if SMALL {
         vec![(4, 19, 40)]
     } else {
-        vec![(8, 19, 100), (4, 64, 33), (600, 20, 1)]
+        vec![(8, 19, 100), (4, 64, 33), (600, 20, 1), (150, 12, 49)]
     };
     for (n, c, spatial) in shapes {
         for layout in each_layout() {
@@ -528,13 +536,16 @@ fn partial_statistics_match_single_process() {
     let mut rng = Rng(8);
     let c = 24;
     let r = BatchNorm::nhwc_chunk_rows(c);
+    let u = BatchNorm::nchw_unit_samples;
     // (layout, spatial, samples per shard, shards): NCHW shards hold a
-    // power-of-two number of samples; NHWC shards a power-of-two number of
-    // chunks (spatial * samples a multiple of r).
+    // power-of-two number of units of `u(spatial)` samples; NHWC shards a
+    // power-of-two number of chunks (spatial * samples a multiple of r).
     let cases = [
-        (Layout::Nchw, 9, 4, 3),
-        (Layout::Nchw, 50, 2, 4),
-        (Layout::Nchw, 50, 1, 5),
+        (Layout::Nchw, 9, u(9), 3),
+        (Layout::Nchw, 50, 2 * u(50), 2),
+        (Layout::Nchw, 700, 2 * u(700), 3),
+        (Layout::Nchw, 2048, 1, 5),
+        (Layout::Nchw, 3000, 2, 3),
         (Layout::Nhwc, r, 1, 3),
         (Layout::Nhwc, r / 2, 4, 3),
         (Layout::Nhwc, r, 2, 2),

@@ -54,7 +54,8 @@ pub(super) struct Geometry {
 }
 
 /// Per-channel mean and M2 of `x` into `mean`, `m2` (`c` long each); the
-/// count is `n * spatial`. NCHW: plane moments merged over `n` in tree order;
+/// count is `n * spatial`. NCHW: moments of units of `unit_samples(spatial)`
+/// samples merged in tree order;
 /// NHWC: chunk moments merged over chunks in tree order. `n * spatial > 0`.
 pub(super) fn moments(
     k: &Kernels,

@@ -24,11 +24,21 @@
 //! # Layouts and loop shapes
 //!
 //! [`Layout::Nchw`] (`[N, C, spatial…]`): each `(n, c)` plane is contiguous.
-//! A plane's moments come from the row statistics LayerNorm uses (a sum for a
-//! centre, then exactly centred `Σd`, `Σd²`, with the mean carried as
-//! `shift + Σd/n`); a channel's `N` planes are merged with Chan's formula in
-//! f64. Channels are spread over threads. The output pass broadcasts each
-//! channel's three coefficients over its planes, planes spread over threads.
+//! A channel's planes are taken in *units* of `B` consecutive samples
+//! ([`BatchNorm::nchw_unit_samples`]: the smallest power of two with
+//! `B·spatial >= 2048`, so 64 samples for 7×7 planes, 1 from 2048 values
+//! on; the last unit may hold fewer). A unit's moments come from the row
+//! statistics' algorithm run over its `B` planes as one sequence of
+//! contiguous segments feeding the same vector accumulators: a sum for a
+//! centre, then exactly centred `Σd`, `Σd²` from cache, with the mean carried
+//! as `shift + Σd/n`. Units are merged with Chan's formula in f64. Channels
+//! are spread over threads. The output pass broadcasts each channel's three
+//! coefficients over its planes, planes spread over threads.
+//!
+//! Why units and not planes: the per-unit work (a few f64 operations, the
+//! horizontal sums, a Chan merge) is fixed, and on a 49-value plane it
+//! outweighed the vector work many times over: `[64, 512, 7, 7]` trained at
+//! ~0.06 of a memory copy with one unit per plane, ~0.25 with 64-plane units.
 //!
 //! [`Layout::Nhwc`] (`[N, spatial…, C]`): rows of `C` channels. Rows are cut
 //! into chunks of `R` rows ([`BatchNorm::nhwc_chunk_rows`], ~64 KiB, fixed by
@@ -47,20 +57,23 @@
 //!
 //! # Determinism
 //!
-//! Per-unit moments (a plane, or a chunk) are computed the same way on every
-//! ISA (fixed lanes, fixed order, no FMA) and merged in one fixed binary tree
-//! over the units in index order (blocks of `2^k` consecutive units aligned at
-//! multiples of `2^k` first), which depends only on the number of units: so
-//! statistics and output are the same bits on every ISA and thread count.
-//! NCHW and NHWC of the same data agree to rounding, not bitwise (different
-//! orders).
+//! Per-unit moments (`B` samples of a channel for NCHW, a chunk of rows for
+//! NHWC; the unit sizes depend only on `spatial` and `C`) are computed the
+//! same way on every ISA (fixed lanes, fixed order, no FMA) and merged in one
+//! fixed binary tree over the units in index order (blocks of `2^k`
+//! consecutive units aligned at multiples of `2^k` first), which depends only
+//! on the number of units: so statistics and output are the same bits on
+//! every ISA and thread count. NCHW and NHWC of the same data agree to
+//! rounding, not bitwise (different orders).
 //!
-//! The same tree makes SyncBatchNorm reproducible: when every shard but the
-//! last holds the same power-of-two number of units (samples for NCHW; chunks
-//! of `R` rows for NHWC, so shard boundaries on multiples of `R` rows) and the
-//! shards' [`ChannelMoments`] are merged with [`ChannelMoments::merge_ranks`]
-//! in rank order, the result equals the single-process statistics bit for
-//! bit. Chan's merge is associative in exact arithmetic but not bit for bit
+//! The same tree makes SyncBatchNorm reproducible: when shards split at unit
+//! boundaries, every shard but the last holds the same power-of-two number of
+//! units (for NCHW: `2^j·B` samples, `B` =
+//! [`BatchNorm::nchw_unit_samples`]`(spatial)`; for NHWC: `2^j` chunks of
+//! `R` = [`BatchNorm::nhwc_chunk_rows`]`(C)` rows, so `n·spatial` a multiple
+//! of `2^j·R`), and the shards' [`ChannelMoments`] are merged with
+//! [`ChannelMoments::merge_ranks`] in rank order, the result equals the
+//! single-process statistics bit for bit. Chan's merge is associative in exact arithmetic but not bit for bit
 //! in floating point, so other splits agree only to rounding (but are still
 //! reproducible run to run if merged in rank order).
 //!
@@ -87,7 +100,7 @@ mod exec;
 use crate::Error;
 use crate::error::{check_eps, check_len};
 use crate::isa::Isa;
-use crate::kernels::channels::{TreeMerge, chunk_rows};
+use crate::kernels::channels::{TreeMerge, chunk_rows, unit_samples};
 use crate::moments::Moments;
 use exec::{Coefficients, Geometry};
 
@@ -274,18 +287,21 @@ pub struct TrainStats<'a> {
 ///
 /// ```
 /// use simdnorm::{BatchNorm, BatchShape, ChannelMoments, Layout};
-/// // Two shards of 2 samples each of a [4, 3, 8] batch.
-/// let x: Vec<f32> = (0..4 * 3 * 8).map(|i| ((i * 7) % 11) as f32).collect();
+/// // Two shards of 2 samples each of a [4, 3, 32, 32] batch; the statistics
+/// // unit for 1024-value planes is 2 samples, so each shard holds one.
+/// assert_eq!(BatchNorm::nchw_unit_samples(1024), 2);
+/// let x: Vec<f32> = (0..4 * 3 * 1024).map(|i| ((i * 7) % 11) as f32).collect();
 /// let bn = BatchNorm::new();
-/// let shard = BatchShape::new(Layout::Nchw, 2, 3, 8);
+/// let shard = BatchShape::new(Layout::Nchw, 2, 3, 1024);
 /// let mut parts = vec![ChannelMoments::new(3), ChannelMoments::new(3)];
-/// bn.local_moments(shard, &x[..48], &mut parts[0])?;
-/// bn.local_moments(shard, &x[48..], &mut parts[1])?;
+/// let (first, second) = x.split_at(2 * 3 * 1024);
+/// bn.local_moments(shard, first, &mut parts[0])?;
+/// bn.local_moments(shard, second, &mut parts[1])?;
 /// let mut merged = ChannelMoments::new(3);
 /// ChannelMoments::merge_ranks(&parts, &mut merged)?;
 /// // The same bits as the whole batch on one process.
 /// let mut whole = ChannelMoments::new(3);
-/// bn.local_moments(BatchShape::new(Layout::Nchw, 4, 3, 8), &x, &mut whole)?;
+/// bn.local_moments(BatchShape::new(Layout::Nchw, 4, 3, 1024), &x, &mut whole)?;
 /// assert_eq!(merged, whole);
 /// # Ok::<(), simdnorm::Error>(())
 /// ```
@@ -358,8 +374,9 @@ impl ChannelMoments {
 
     /// Merges the shards' moments, given in rank order, into `out` (resized
     /// to their channel count), with the fixed tree the single-process path
-    /// uses over its units. When every shard but the last holds the same
-    /// power-of-two number of units (see the [module docs](self)), `out`
+    /// uses over its units. When the shards split at unit boundaries and
+    /// every shard but the last holds the same power-of-two number of units
+    /// (see the [module docs](self)), `out`
     /// equals the single-process statistics bit for bit. No allocation when
     /// `out` already has the right size.
     pub fn merge_ranks(parts: &[ChannelMoments], out: &mut ChannelMoments) -> Result<(), Error> {
@@ -477,6 +494,23 @@ impl<'p> BatchNorm<'p> {
     /// docs.
     pub fn nhwc_chunk_rows(c: usize) -> usize {
         chunk_rows(c)
+    }
+
+    /// Samples per NCHW statistics unit for planes of `spatial` values: the
+    /// smallest power of two whose planes hold at least 2048 values (1 from
+    /// `spatial = 2048` on), so it depends on `spatial` only. SyncBatchNorm
+    /// shards of an NCHW batch reproduce the single-process bits when every
+    /// shard but the last holds the same power-of-two number of units, see
+    /// the module docs.
+    ///
+    /// ```
+    /// use simdnorm::BatchNorm;
+    /// assert_eq!(BatchNorm::nchw_unit_samples(7 * 7), 64);
+    /// assert_eq!(BatchNorm::nchw_unit_samples(28 * 28), 4);
+    /// assert_eq!(BatchNorm::nchw_unit_samples(56 * 56), 1);
+    /// ```
+    pub fn nchw_unit_samples(spatial: usize) -> usize {
+        unit_samples(spatial)
     }
 
     /// Checks `x`, `y` and the parameters against `shape`.

@@ -3,10 +3,13 @@
 //!
 //! # Statistics
 //!
-//! - NCHW: each `(n, c)` plane is a contiguous row, so its exact moments come
-//!   from LayerNorm's row statistics ([`layer_norm_stats`]: a sum for a
-//!   centre, then centred sums). A channel's planes are merged with Chan's
-//!   formula in the fixed tree of [`TreeMerge`].
+//! - NCHW: each `(n, c)` plane is contiguous. A channel's planes are taken in
+//!   units of [`unit_samples`]`(spatial)` consecutive samples (at least 2048
+//!   values, so the per-unit scalar work is amortized on small planes); a
+//!   unit's exact moments come from the row statistics' algorithm run over
+//!   its planes as one sequence of segments feeding the same accumulators
+//!   ([`reduce_planes`]: a sum for a centre, then centred sums from cache).
+//!   Units are merged with Chan's formula in the fixed tree of [`TreeMerge`].
 //! - NHWC: a chunk of `rows` rows (`rows` a multiple of [`LANES`]) is a flat run
 //!   of `rows * C` values whose channel pattern repeats every
 //!   `period = lcm(C, LANES)` values. Seen as a `[periods, period]` matrix, every
@@ -31,9 +34,8 @@
 // Index loops over channels and lanes read more plainly than zipped iterators here.
 #![allow(clippy::needless_range_loop)]
 
-use super::rows::layer_norm_stats;
 use crate::moments::Moments;
-use crate::simd::{LANES, Simd, lane_mask, load_padded, store_partial};
+use crate::simd::{LANES, Simd, hsum, lane_mask, load_padded, store_partial};
 
 /// Chan merges of a sequence of moments in one fixed binary tree: blocks of
 /// `2^k` consecutive items aligned at multiples of `2^k` are merged first
@@ -85,8 +87,311 @@ impl TreeMerge {
     }
 }
 
+/// Values per NCHW statistics unit that amortize its scalar work: a unit is
+/// the smallest power-of-two number of samples whose planes hold at least
+/// this many values.
+const UNIT_VALUES: usize = 2048;
+
+/// Samples per NCHW statistics unit for planes of `spatial` values: the power
+/// of two `>= ceil(2048 / spatial)` (1 from `spatial = 2048` on). Depends on
+/// `spatial` only.
+pub(crate) fn unit_samples(spatial: usize) -> usize {
+    UNIT_VALUES.div_ceil(spatial.max(1)).next_power_of_two()
+}
+
+/// Largest magnitudes in this range run unscaled (the bounds of the row
+/// kernels, `rows::SAFE_MIN`/`SAFE_MAX`): squares of `d` neither overflow nor
+/// underflow f32 inside it.
+const SAFE_MIN: f32 = 1.0 / 4_294_967_296.0; // 2^-32
+const SAFE_MAX: f32 = 4_294_967_296.0; // 2^32
+
+/// A power of two that brings `amax` into `[1, 2)`, clamped to what f32 can
+/// represent (`2^±126`); the same map as the row kernels' `rescale_for`.
+pub(crate) fn rescale_for(amax: f32) -> f32 {
+    let exp = (amax.to_bits() >> 23) as i32 - 127; // subnormals give -127
+    f32::from_bits((((-exp).clamp(-126, 126) + 127) as u32) << 23)
+}
+
+/// Chunks per block of the two-level plane sums: lane accumulators fold into
+/// running totals every `BLOCK_CHUNKS * LANES` values of a plane, as in the
+/// row kernels, so long planes keep short rounding chains.
+const BLOCK_CHUNKS: usize = 32;
+
+/// `[0.0; LANES]` followed by `[1.0; LANES]`: `&ZEROS_THEN_ONES[r..r + LANES]`
+/// ends with exactly `r` ones, the mask of an overlapping tail load.
+static ZEROS_THEN_ONES: [f32; 2 * LANES] = {
+    let mut m = [0.0f32; 2 * LANES];
+    let mut i = LANES;
+    while i < 2 * LANES {
+        m[i] = 1.0;
+        i += 1;
+    }
+    m
+};
+
+/// What one reduction pass adds up per vector: `N` vectors of terms.
+///
+/// A trait with `#[inline(always)]` methods rather than a closure: a closure
+/// is compiled as its own function without the caller's `#[target_feature]`s,
+/// so unless LLVM inlines it every intrinsic inside becomes an out-of-line
+/// call (the row kernels measured 5-15x slower). Kernel code holds no
+/// closures around vector code.
+trait Terms<S: Simd, const N: usize> {
+    /// The terms of `v`, a vector of column block `g` (always 0 for planes).
+    /// `mask` is `Some` for a tail vector: lanes where it is 0.0 hold values
+    /// counted elsewhere or zero padding and must give 0 terms (multiplying
+    /// by the mask does it: those lanes are finite whenever the unit is).
+    fn terms(&mut self, s: S, v: S::V, mask: Option<S::V>, g: usize) -> [S::V; N];
+}
+
+#[inline(always)]
+fn accumulate<S: Simd, const N: usize>(s: S, acc: &mut [S::V; N], t: [S::V; N]) {
+    for i in 0..N {
+        acc[i] = s.add(acc[i], t[i]);
+    }
+}
+
+/// Sums the terms of a block of `planes` planes of `spatial` values, plane
+/// `p` at `x[p * stride..]`, into `N` sums, as one sequence of segments
+/// feeding the same four accumulators.
+///
+/// Fixed order: in each plane, chunk `j` of a run of [`BLOCK_CHUNKS`] goes to
+/// accumulator `j % 4` and the accumulators fold into totals after each full
+/// run; the plane's last chunks (fewer than a run) go to accumulators
+/// `0, 1, ...` in turn and its tail vector to the next one. The tail vector
+/// is the plane's last `LANES` values with the already-counted lanes masked
+/// (planes of `LANES` values or more), or the whole plane padded with its
+/// first value (shorter planes): no partial copies on the hot path, no reads
+/// outside the plane. Then `(t0 + t1) + (t2 + t3)` and [`hsum`].
+#[inline(always)]
+fn reduce_planes<S: Simd, const N: usize, T: Terms<S, N>>(
+    s: S,
+    x: &[f32],
+    planes: usize,
+    stride: usize,
+    spatial: usize,
+    pass: &mut T,
+) -> [f32; N] {
+    let zero = s.splat(0.0);
+    let mut total = [[zero; N]; 4];
+    let mut acc = [[zero; N]; 4];
+    let rem = spatial % LANES;
+    let short = spatial < LANES;
+    let tail_mask = if short {
+        lane_mask(s, rem)
+    } else {
+        let m: &[f32; LANES] = ZEROS_THEN_ONES[rem..rem + LANES]
+            .try_into()
+            .expect("LANES long");
+        s.load(m)
+    };
+    for p in 0..planes {
+        let plane = &x[p * stride..p * stride + spatial];
+        let (chunks, _) = plane.as_chunks::<LANES>();
+        let mut runs = chunks.chunks_exact(BLOCK_CHUNKS);
+        for run in &mut runs {
+            for quad in run.as_chunks::<4>().0 {
+                for k in 0..4 {
+                    let t = pass.terms(s, s.load(&quad[k]), None, 0);
+                    accumulate(s, &mut acc[k], t);
+                }
+            }
+            for k in 0..4 {
+                for i in 0..N {
+                    total[k][i] = s.add(total[k][i], acc[k][i]);
+                }
+                acc[k] = [zero; N];
+            }
+        }
+        let (quads, left) = runs.remainder().as_chunks::<4>();
+        for quad in quads {
+            for k in 0..4 {
+                let t = pass.terms(s, s.load(&quad[k]), None, 0);
+                accumulate(s, &mut acc[k], t);
+            }
+        }
+        for k in 0..4 {
+            if k < left.len() {
+                let t = pass.terms(s, s.load(&left[k]), None, 0);
+                accumulate(s, &mut acc[k], t);
+            } else if k == left.len() && rem != 0 {
+                let v = if short {
+                    load_padded(s, plane, 0.0)
+                } else {
+                    s.load(plane[spatial - LANES..].try_into().expect("LANES long"))
+                };
+                let t = pass.terms(s, v, Some(tail_mask), 0);
+                accumulate(s, &mut acc[k], t);
+            }
+        }
+    }
+    let mut out = [0.0; N];
+    for i in 0..N {
+        let t: [S::V; 4] = [
+            s.add(total[0][i], acc[0][i]),
+            s.add(total[1][i], acc[1][i]),
+            s.add(total[2][i], acc[2][i]),
+            s.add(total[3][i], acc[3][i]),
+        ];
+        out[i] = hsum(s.to_array(s.add(s.add(t[0], t[1]), s.add(t[2], t[3]))));
+    }
+    out
+}
+
+/// Pass 1 over planes: the sum.
+struct PlaneSum;
+
+impl<S: Simd> Terms<S, 1> for PlaneSum {
+    #[inline(always)]
+    fn terms(&mut self, s: S, v: S::V, mask: Option<S::V>, _g: usize) -> [S::V; 1] {
+        [match mask {
+            Some(m) => s.mul(v, m),
+            None => v,
+        }]
+    }
+}
+
+/// Pass 2 over planes: `d = x*scale - shift` (`x - shift` unless SCALED), `d²`.
+struct PlaneCentred<S: Simd, const SCALED: bool> {
+    scale: S::V,
+    shift: S::V,
+}
+
+impl<S: Simd, const SCALED: bool> Terms<S, 2> for PlaneCentred<S, SCALED> {
+    #[inline(always)]
+    fn terms(&mut self, s: S, v: S::V, mask: Option<S::V>, _g: usize) -> [S::V; 2] {
+        let v = if SCALED { s.mul(v, self.scale) } else { v };
+        let mut d = s.sub(v, self.shift);
+        if let Some(m) = mask {
+            d = s.mul(d, m);
+        }
+        [d, s.mul(d, d)]
+    }
+}
+
+/// `(Σd, Σd²)` over a block of planes, `d = x*scale - shift`.
+#[inline(always)]
+fn plane_centred<S: Simd, const SCALED: bool>(
+    s: S,
+    x: &[f32],
+    planes: usize,
+    stride: usize,
+    spatial: usize,
+    scale: f32,
+    shift: f32,
+) -> (f32, f32) {
+    let mut pass = PlaneCentred::<S, SCALED> {
+        scale: s.splat(scale),
+        shift: s.splat(shift),
+    };
+    let [s1, s2] = reduce_planes(s, x, planes, stride, spatial, &mut pass);
+    (s1, s2)
+}
+
+/// Whether any plane of the block holds NaN or ±inf.
+fn planes_non_finite(x: &[f32], planes: usize, stride: usize, spatial: usize) -> bool {
+    (0..planes).any(|p| {
+        x[p * stride..p * stride + spatial]
+            .iter()
+            .any(|v| !v.is_finite())
+    })
+}
+
+/// Largest magnitude in the block's planes.
+fn planes_abs_max(x: &[f32], planes: usize, stride: usize, spatial: usize) -> f32 {
+    (0..planes).fold(0.0f32, |m, p| {
+        x[p * stride..p * stride + spatial]
+            .iter()
+            .fold(m, |m, v| m.max(v.abs()))
+    })
+}
+
+/// Whether every value of the block's planes equals the first (-0 == +0).
+fn planes_constant(x: &[f32], planes: usize, stride: usize, spatial: usize) -> bool {
+    (0..planes).all(|p| {
+        x[p * stride..p * stride + spatial]
+            .iter()
+            .all(|&v| v == x[0])
+    })
+}
+
+/// Sums of squares below this may have lost terms to underflow (squares of
+/// values under 2^-63 are subnormal): such units get their magnitude checked
+/// and, if tiny, are rescaled; above it anything that underflowed is
+/// negligible. The row kernels' threshold.
+const TINY_SUM_SQ: f32 = 1.0 / 1_152_921_504_606_846_976.0; // 2^-60
+
+/// Exact moments of one NCHW unit: `planes` planes of `spatial` values, plane
+/// `p` at `x[p * stride..]`. The row statistics' algorithm on the planes seen
+/// as one sequence: a sum pass for a centre `shift`, then the centred `Σd`,
+/// `Σd²` from cache (rerun once around a better centre when the first was
+/// poor), mean `shift + Σd/n`, `M2 = Σd² - (Σd)²/n`. The rare units that need
+/// it get scalar checks: a non-finite sum looks for NaN/±inf (NaN moments);
+/// an overflowing or tiny `Σd²` looks at the largest magnitude, and if it is
+/// outside `[2^-32, 2^32]` the unit runs on `x * 2^k`, an exact rescaling; a
+/// variance lost in rounding checks for a constant unit (M2 exactly 0).
+#[inline(always)]
+fn unit_moments<S: Simd>(s: S, x: &[f32], planes: usize, stride: usize, spatial: usize) -> Moments {
+    let n = planes * spatial;
+    let nf = n as f64;
+    let [sum] = reduce_planes(s, x, planes, stride, spatial, &mut PlaneSum);
+    if !sum.is_finite() && planes_non_finite(x, planes, stride, spatial) {
+        return Moments {
+            count: n as u64,
+            mean: f64::NAN,
+            m2: f64::NAN,
+        };
+    }
+    // From here on every value is finite.
+    let mut scale = 1.0f32;
+    let (mut shift, mut s1, mut s2) = (0.0f32, 0.0f32, f32::INFINITY);
+    if sum.is_finite() {
+        shift = (sum as f64 / nf) as f32;
+        (s1, s2) = plane_centred::<S, false>(s, x, planes, stride, spatial, 1.0, shift);
+    }
+    if !s2.is_finite() || s2 < TINY_SUM_SQ {
+        let amax = planes_abs_max(x, planes, stride, spatial);
+        if amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax) {
+            scale = rescale_for(amax);
+            let (scaled_sum, _) =
+                plane_centred::<S, true>(s, x, planes, stride, spatial, scale, 0.0);
+            shift = (scaled_sum as f64 / nf) as f32;
+            (s1, s2) = plane_centred::<S, true>(s, x, planes, stride, spatial, scale, shift);
+        }
+    }
+    let scaled = scale != 1.0;
+    // A centre far from the mean (relative to the spread) would make
+    // s2 - s1²/n cancel: recentre once.
+    if (s1 as f64) * (s1 as f64) / nf > 0.25 * s2 as f64 {
+        shift = (shift as f64 + s1 as f64 / nf) as f32;
+        (s1, s2) = if scaled {
+            plane_centred::<S, true>(s, x, planes, stride, spatial, scale, shift)
+        } else {
+            plane_centred::<S, false>(s, x, planes, stride, spatial, 1.0, shift)
+        };
+    }
+    let mean_lo = s1 as f64 / nf;
+    let m2 = (s2 as f64 - s1 as f64 * mean_lo).max(0.0);
+    // A variance lost in rounding: exactly 0 if the unit is constant.
+    if m2 <= s2 as f64 * (1.0 / 1_048_576.0) && planes_constant(x, planes, stride, spatial) {
+        // `+ 0.0` turns -0 into +0, whichever zero came first.
+        return Moments {
+            count: n as u64,
+            mean: (x[0] + 0.0) as f64,
+            m2: 0.0,
+        };
+    }
+    let scale64 = scale as f64;
+    Moments {
+        count: n as u64,
+        mean: (shift as f64 + mean_lo) / scale64,
+        m2: m2 / (scale64 * scale64),
+    }
+}
+
 /// Moments of one channel over `planes` planes of `spatial` values, plane `p`
-/// starting at `x[p * plane_stride]`, merged in [`TreeMerge`] order.
+/// starting at `x[p * plane_stride]`: units of [`unit_samples`] consecutive
+/// planes (the last may hold fewer), merged in [`TreeMerge`] order.
 #[inline(always)]
 pub(crate) fn plane_moments<S: Simd>(
     s: S,
@@ -95,10 +400,19 @@ pub(crate) fn plane_moments<S: Simd>(
     plane_stride: usize,
     spatial: usize,
 ) -> Moments {
+    let unit = unit_samples(spatial);
     let mut tree = TreeMerge::new();
-    for p in 0..planes {
-        let plane = &x[p * plane_stride..p * plane_stride + spatial];
-        tree.push(layer_norm_stats(s, plane, 0.0).moments);
+    let mut p = 0;
+    while p < planes {
+        let b = unit.min(planes - p);
+        tree.push(unit_moments(
+            s,
+            &x[p * plane_stride..],
+            b,
+            plane_stride,
+            spatial,
+        ));
+        p += b;
     }
     tree.finish()
 }
