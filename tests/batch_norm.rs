@@ -823,3 +823,58 @@ fn streaming_sized_outputs_match_portable() {
         check_output(sh, &x, &t.y, &stats, None, None, 1e-5, 2e-6);
     }
 }
+
+/// Channels of extreme magnitude (huge, tiny, subnormal) next to ordinary
+/// ones: squares of deviations overflow or underflow f32 unless the kernels
+/// rescale, and with `eps = 0` the subnormal channels' `rstd * gamma` is
+/// beyond f32. Every layout and ISA must stay within the bound of the f64
+/// reference and give the bits of `Portable`.
+#[test]
+fn extreme_magnitude_channels_match_reference() {
+    let mut rng = Rng(11);
+    let scales = [1e30, 1e-30, 1e-40, 1.0, 1e37, 1e-42, 1e-20, 1e15];
+    let c = scales.len();
+    let shapes = if SMALL {
+        vec![(3, 40), (70, 9)]
+    } else {
+        vec![(3, 100), (70, 9), (2, 49), (600, 1)]
+    };
+    for (n, spatial) in shapes {
+        for layout in each_layout() {
+            let sh = BatchShape::new(layout, n, c, spatial);
+            let mut x = vec![0.0f32; sh.len().unwrap()];
+            for (ch, &sc) in scales.iter().enumerate() {
+                for n_ in 0..n {
+                    for s in 0..spatial {
+                        x[idx(sh, n_, ch, s)] = (sc * (0.5 + rng.normal())) as f32;
+                    }
+                }
+            }
+            let w = rng.vec(c, |z| 1.0 + 0.3 * z);
+            let b = rng.vec(c, |z| z);
+            let stats = ref_stats(sh, &x);
+            for eps in [0.0f32, 1e-5] {
+                let bn = BatchNorm::new().eps(eps).weight(&w).bias(&b);
+                let base = train(bn.isa(Isa::Portable), sh, &x, Momentum::PyTorch(0.1));
+                check_output(sh, &x, &base.y, &stats, Some(&w), Some(&b), eps, 2e-6);
+                for ch in 0..c {
+                    let (m, var) = stats[ch];
+                    let got = base.mean[ch] as f64;
+                    // The saved mean is an f32: subnormal means round to a
+                    // multiple of 2^-149.
+                    let ulp = f32::from_bits(1) as f64;
+                    assert!(
+                        (got - m).abs() <= 1e-6 * (m.abs() + var.sqrt()) + ulp,
+                        "{sh:?} eps {eps} channel {ch}: mean {got:e}, want {m:e}"
+                    );
+                }
+                for isa in Isa::available() {
+                    let t = train(bn.isa(isa), sh, &x, Momentum::PyTorch(0.1));
+                    same(&base, &t, &format!("{sh:?} eps {eps} {isa}"));
+                }
+                let t = train(bn.parallel(false), sh, &x, Momentum::PyTorch(0.1));
+                same(&base, &t, &format!("{sh:?} eps {eps} serial"));
+            }
+        }
+    }
+}

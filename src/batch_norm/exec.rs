@@ -160,7 +160,7 @@ fn chunk_pass(
         );
         return;
     }
-    let mut scratch = vec![0.0f32; 4 * channels::pattern_period(c)];
+    let mut scratch = vec![0.0f32; channels::CHUNK_SCRATCH * channels::pattern_period(c)];
     (k.bn_chunk_moments)(ChunkJob {
         input: x,
         channels: c,
@@ -171,11 +171,33 @@ fn chunk_pass(
     });
 }
 
-/// Per-channel coefficients of `y = (x - hi) * a + b`.
+/// Per-channel coefficients of `y = (x*scale - hi) * a + b`.
 pub(super) struct Coefficients {
+    /// Powers of two, `None` when all are 1 (the usual case).
+    pub scale: Option<Vec<f32>>,
     pub hi: Vec<f32>,
     pub a: Vec<f32>,
     pub b: Vec<f32>,
+}
+
+/// `log2` of the power of two that keeps `a = rstd * gamma` of a channel
+/// inside `[2^-64, 2^64]` (0 for most channels): a channel of spread
+/// ~1e-40 (subnormals) with `eps = 0` has `rstd` ~1e40, beyond f32. Scaling
+/// `x`, the mean and `a` by powers of two is exact, so such channels keep
+/// full precision; `x * 2^k` overflows only where `y` itself would.
+fn apply_scale_log2(a: f64) -> i32 {
+    if !a.is_finite() || a == 0.0 {
+        return 0;
+    }
+    let e = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let k = if e > 64 {
+        e - 64
+    } else if e < -64 {
+        e + 64
+    } else {
+        0
+    };
+    k.clamp(-126, 126)
 }
 
 impl Coefficients {
@@ -188,27 +210,34 @@ impl Coefficients {
         bias: Option<&[f32]>,
     ) -> Self {
         let mut out = Coefficients {
+            scale: None,
             hi: Vec::with_capacity(c),
             a: Vec::with_capacity(c),
             b: Vec::with_capacity(c),
         };
+        let mut scale = Vec::with_capacity(c);
         for ch in 0..c {
-            let m = mean(ch);
+            let a = rstd(ch) * weight.map_or(1.0, |w| w[ch] as f64);
+            let sc = 2f64.powi(apply_scale_log2(a));
+            let (a, m) = (a / sc, mean(ch) * sc);
             let hi = m as f32;
             let lo = m - hi as f64;
-            let a = rstd(ch) * weight.map_or(1.0, |w| w[ch] as f64);
             let beta = bias.map_or(0.0, |b| b[ch] as f64);
             // lo * a is exactly 0 when lo is 0, so b == beta bit for bit.
             let b = if lo == 0.0 { beta } else { beta - lo * a };
+            scale.push(sc as f32);
             out.hi.push(hi);
             out.a.push(a as f32);
             out.b.push(b as f32);
+        }
+        if scale.iter().any(|&v| v != 1.0) {
+            out.scale = Some(scale);
         }
         out
     }
 }
 
-/// Writes `y = (x - hi[c]) * a[c] + b[c]` over the whole tensor.
+/// Writes `y = (x*scale[c] - hi[c]) * a[c] + b[c]` over the whole tensor.
 pub(super) fn apply(
     k: &Kernels,
     g: Geometry,
@@ -223,11 +252,13 @@ pub(super) fn apply(
         let period = channels::pattern_period(g.c);
         let pattern = |v: &[f32]| -> Vec<f32> { (0..period + LANES).map(|i| v[i % g.c]).collect() };
         let (hi, a, b) = (pattern(&coef.hi), pattern(&coef.a), pattern(&coef.b));
+        let scale = coef.scale.as_deref().map(pattern);
         let job = PatternJob {
             input: x,
             output: y,
             phase: 0,
             period,
+            scale: scale.as_deref(),
             hi: &hi,
             a: &a,
             b: &b,
@@ -241,6 +272,7 @@ pub(super) fn apply(
             spatial: g.spatial,
             channels: g.c,
             first_channel: 0,
+            scale: coef.scale.as_deref(),
             hi: &coef.hi,
             a: &coef.a,
             b: &coef.b,

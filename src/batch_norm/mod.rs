@@ -91,6 +91,16 @@
 //! The fold is still offered ([`BatchNorm::fold`]) for engines that fuse it
 //! into a convolution.
 //!
+//! Extreme magnitudes: a unit (NCHW) or a chunk's channel (NHWC) whose
+//! squared deviations overflow or underflow f32 (values like 1e30, 1e-30 or
+//! subnormals) is recomputed on `x·2^k`, an exact rescaling chosen from its
+//! largest magnitude, and the scale is divided out of its moments in f64. In
+//! the output pass a channel whose `a` would leave `[2^-64, 2^64]` (a
+//! subnormal channel with `eps = 0` has `rstd` ~1e40, beyond f32) runs as
+//! `y = (x·2^k - hi)·a + b` with `hi`, `a` scaled to match, again exactly;
+//! other channels are untouched. So the accuracy bound holds for every finite
+//! channel, `eps = 0` included.
+//!
 //! Rejected: lane-wise Welford in f32 (its running mean rounds to f32 every
 //! step, so large-mean channels lose accuracy) and a per-element Welford in
 //! f64 (a division per element: compute-bound, not memory-bound).

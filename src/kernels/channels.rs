@@ -238,10 +238,10 @@ fn reduce_planes<S: Simd, const N: usize, T: Terms<S, N>>(
     out
 }
 
-/// Pass 1 over planes: the sum.
-struct PlaneSum;
+/// Pass 1 (planes and chunks): the sum.
+struct Sum;
 
-impl<S: Simd> Terms<S, 1> for PlaneSum {
+impl<S: Simd> Terms<S, 1> for Sum {
     #[inline(always)]
     fn terms(&mut self, s: S, v: S::V, mask: Option<S::V>, _g: usize) -> [S::V; 1] {
         [match mask {
@@ -334,7 +334,7 @@ const TINY_SUM_SQ: f32 = 1.0 / 1_152_921_504_606_846_976.0; // 2^-60
 fn unit_moments<S: Simd>(s: S, x: &[f32], planes: usize, stride: usize, spatial: usize) -> Moments {
     let n = planes * spatial;
     let nf = n as f64;
-    let [sum] = reduce_planes(s, x, planes, stride, spatial, &mut PlaneSum);
+    let [sum] = reduce_planes(s, x, planes, stride, spatial, &mut Sum);
     if !sum.is_finite() && planes_non_finite(x, planes, stride, spatial) {
         return Moments {
             count: n as u64,
@@ -443,23 +443,27 @@ pub(crate) struct ChunkJob<'a> {
     pub chunk_rows: usize,
     pub mean: &'a mut [f64],
     pub m2: &'a mut [f64],
-    /// At least `4 * pattern_period(channels)` long.
+    /// At least [`CHUNK_SCRATCH`]` * pattern_period(channels)` long.
     pub scratch: &'a mut [f32],
 }
 
+/// Scratch patterns per chunk job, in units of the pattern period: column
+/// sums, shifts, scales, `Σd`, `Σd²`.
+pub(crate) const CHUNK_SCRATCH: usize = 5;
+
 /// Column sums of the flat `x` seen as rows of `period` values (the last row
-/// may be short, zero-padded) for the `G` column blocks from `first_block`:
-/// `out[g][i]` = lane-wise `Σ_r terms(x[r, block g], len, g)[i]`. Rows are
-/// added in order into two accumulators (even and odd rows, halving the add
-/// latency chain), combined at the end: a fixed order on every ISA.
+/// may be short, zero-padded and masked) for the `G` column blocks from
+/// `first_block`: `out[g][i]` = lane-wise `Σ_r terms(x[r, block g])[i]`. Rows
+/// are added in order into two accumulators (even and odd rows, halving the
+/// add latency chain), combined at the end: a fixed order on every ISA.
 #[inline(always)]
-fn column_sums<S: Simd, const N: usize, const G: usize>(
+fn column_sums<S: Simd, const N: usize, const G: usize, T: Terms<S, N>>(
     s: S,
     x: &[f32],
     period: usize,
     first_block: usize,
     out: &mut [[[f32; LANES]; N]; G],
-    mut terms: impl FnMut(S::V, usize, usize) -> [S::V; N],
+    pass: &mut T,
 ) {
     let zero = s.splat(0.0);
     let mut even = [[zero; N]; G];
@@ -476,10 +480,8 @@ fn column_sums<S: Simd, const N: usize, const G: usize>(
             &mut odd
         };
         for g in 0..G {
-            let t = terms(s.load(&chunks[g]), LANES, g);
-            for i in 0..N {
-                acc[g][i] = s.add(acc[g][i], t[i]);
-            }
+            let t = pass.terms(s, s.load(&chunks[g]), None, g);
+            accumulate(s, &mut acc[g], t);
         }
         r += 1;
     }
@@ -494,10 +496,9 @@ fn column_sums<S: Simd, const N: usize, const G: usize>(
         if tail > col {
             let len = (tail - col).min(LANES);
             let at = full * period + col;
-            let t = terms(load_padded(s, &x[at..at + len], 0.0), len, g);
-            for i in 0..N {
-                acc[g][i] = s.add(acc[g][i], t[i]);
-            }
+            let v = load_padded(s, &x[at..at + len], 0.0);
+            let t = pass.terms(s, v, Some(lane_mask(s, len)), g);
+            accumulate(s, &mut acc[g], t);
         }
     }
     for g in 0..G {
@@ -521,13 +522,23 @@ fn channel_total(cols: &[f32], channels: usize, c: usize) -> f64 {
         .sum()
 }
 
-/// Exact two-pass f64 moments of one channel of a chunk, for chunks whose f32
-/// sums overflowed (values near f32::MAX) though every value is finite.
+/// The values of channel `c` in a chunk.
+fn channel_values(x: &[f32], channels: usize, c: usize) -> impl Iterator<Item = f32> + '_ {
+    x.iter().skip(c).step_by(channels).copied()
+}
+
+/// Exact two-pass f64 moments of one channel of a chunk: the safety net for
+/// a finite channel whose f32 sums still failed (not expected after
+/// rescaling, kept so no finite input can give NaN statistics).
 fn channel_moments_f64(x: &[f32], channels: usize, c: usize) -> Moments {
-    let vals = || x.iter().skip(c).step_by(channels).map(|&v| v as f64);
-    let n = vals().count();
-    let mean = vals().sum::<f64>() / n as f64;
-    let m2 = vals().map(|v| (v - mean) * (v - mean)).sum::<f64>();
+    let n = channel_values(x, channels, c).count();
+    let mean = channel_values(x, channels, c)
+        .map(|v| v as f64)
+        .sum::<f64>()
+        / n as f64;
+    let m2 = channel_values(x, channels, c)
+        .map(|v| (v as f64 - mean) * (v as f64 - mean))
+        .sum::<f64>();
     Moments {
         count: n as u64,
         mean,
@@ -535,31 +546,81 @@ fn channel_moments_f64(x: &[f32], channels: usize, c: usize) -> Moments {
     }
 }
 
-/// Pass 2 of a chunk: per-column `Σd`, `Σd²` with `d = x - shift` of the
-/// column's channel (`mean` holds the per-channel shifts).
+/// Chunk pass 2: per column, `d = x*scale - shift` (`x - shift` unless
+/// SCALED) and `d²`, with the `G` column blocks' shift and scale vectors.
+struct ColumnCentred<S: Simd, const G: usize, const SCALED: bool> {
+    scale: [S::V; G],
+    shift: [S::V; G],
+}
+
+impl<S: Simd, const G: usize, const SCALED: bool> Terms<S, 2> for ColumnCentred<S, G, SCALED> {
+    #[inline(always)]
+    fn terms(&mut self, s: S, v: S::V, mask: Option<S::V>, g: usize) -> [S::V; 2] {
+        let v = if SCALED { s.mul(v, self.scale[g]) } else { v };
+        let mut d = s.sub(v, self.shift[g]);
+        if let Some(m) = mask {
+            d = s.mul(d, m);
+        }
+        [d, s.mul(d, d)]
+    }
+}
+
+/// The per-column patterns of a chunk (each `period` long; pattern index `k`
+/// belongs to channel `k % C`).
+struct ChunkPatterns<'a> {
+    sums: &'a mut [f32],
+    shift: &'a mut [f32],
+    scale: &'a mut [f32],
+    s1: &'a mut [f32],
+    s2: &'a mut [f32],
+}
+
+/// Chunk pass 1: column sums into `sums`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn centred_pass<S: Simd>(
+fn sum_pass<S: Simd>(s: S, x: &[f32], period: usize, sums: &mut [f32]) {
+    let blocks = period / LANES;
+    let mut b = 0;
+    while b < blocks {
+        let at = b * LANES;
+        if b + GROUP <= blocks {
+            let mut out = [[[0.0; LANES]; 1]; GROUP];
+            column_sums(s, x, period, b, &mut out, &mut Sum);
+            for (g, o) in out.iter().enumerate() {
+                sums[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[0]);
+            }
+            b += GROUP;
+        } else {
+            let mut out = [[[0.0; LANES]; 1]; 1];
+            column_sums(s, x, period, b, &mut out, &mut Sum);
+            sums[at..at + LANES].copy_from_slice(&out[0][0]);
+            b += 1;
+        }
+    }
+}
+
+/// Chunk pass 2: per-column `Σd`, `Σd²` with `d = x*scale - shift` of the
+/// column's channel (`mean` holds the per-channel shifts, `p.scale` the scale
+/// pattern, read only when SCALED).
+#[inline(always)]
+fn centred_pass<S: Simd, const SCALED: bool>(
     s: S,
     x: &[f32],
     channels: usize,
     period: usize,
-    shiftp: &mut [f32],
     mean: &[f64],
-    s1p: &mut [f32],
-    s2p: &mut [f32],
+    p: &mut ChunkPatterns<'_>,
 ) {
-    for (k, v) in shiftp.iter_mut().enumerate() {
+    for (k, v) in p.shift.iter_mut().enumerate() {
         *v = mean[k % channels] as f32;
     }
     let blocks = period / LANES;
     let mut b = 0;
     while b < blocks {
         if b + GROUP <= blocks {
-            centred_group::<S, GROUP>(s, x, period, b, shiftp, s1p, s2p);
+            centred_group::<S, GROUP, SCALED>(s, x, period, b, p);
             b += GROUP;
         } else {
-            centred_group::<S, 1>(s, x, period, b, shiftp, s1p, s2p);
+            centred_group::<S, 1, SCALED>(s, x, period, b, p);
             b += 1;
         }
     }
@@ -567,39 +628,48 @@ fn centred_pass<S: Simd>(
 
 /// Pass 2 for the `G` column blocks from `b`.
 #[inline(always)]
-fn centred_group<S: Simd, const G: usize>(
+fn centred_group<S: Simd, const G: usize, const SCALED: bool>(
     s: S,
     x: &[f32],
     period: usize,
     b: usize,
-    shiftp: &[f32],
-    s1p: &mut [f32],
-    s2p: &mut [f32],
+    p: &mut ChunkPatterns<'_>,
 ) {
     let at = b * LANES;
-    let vshift: [S::V; G] = core::array::from_fn(|g| {
-        s.load(
-            shiftp[at + g * LANES..at + (g + 1) * LANES]
-                .try_into()
-                .expect("LANES"),
-        )
-    });
-    let mut out = [[[0.0; LANES]; 2]; G];
-    column_sums(s, x, period, b, &mut out, |v, len, g| {
-        let mut d = s.sub(v, vshift[g]);
-        if len < LANES {
-            d = s.mul(d, lane_mask(s, len));
+    let one = s.splat(1.0);
+    let mut pass = ColumnCentred::<S, G, SCALED> {
+        scale: [one; G],
+        shift: [one; G],
+    };
+    for g in 0..G {
+        let w = at + g * LANES..at + (g + 1) * LANES;
+        pass.shift[g] = s.load(p.shift[w.clone()].try_into().expect("LANES"));
+        if SCALED {
+            pass.scale[g] = s.load(p.scale[w].try_into().expect("LANES"));
         }
-        [d, s.mul(d, d)]
-    });
+    }
+    let mut out = [[[0.0; LANES]; 2]; G];
+    column_sums(s, x, period, b, &mut out, &mut pass);
     for (g, o) in out.iter().enumerate() {
-        s1p[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[0]);
-        s2p[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[1]);
+        p.s1[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[0]);
+        p.s2[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[1]);
     }
 }
 
 /// Statistics of one NHWC chunk (`rows * channels` values, rows a multiple of
 /// `LANES` unless this is the batch's last chunk).
+///
+/// The row statistics' algorithm per channel, vectorized across channels:
+/// pass 1 column sums give each channel a centre; pass 2 the centred `Σd`,
+/// `Σd²` (from cache). Channels that need it then get scalar checks, as in the
+/// row kernels: a non-finite sum looks for NaN/±inf; an overflowing or tiny
+/// `Σd²` (squares that overflow or underflow f32: 1e30, 1e-30, subnormals)
+/// looks at the channel's largest magnitude, and a channel outside
+/// `[2^-32, 2^32]` is recomputed on `x * 2^k` (an exact rescaling, one scale
+/// per column in the pattern; unscaled columns get scale 1, which gives the
+/// same bits as the unscaled pass); a variance lost in rounding checks for a
+/// constant channel (M2 exactly 0). A centre far from the mean reruns pass 2
+/// once around a better one.
 #[inline(always)]
 fn chunk_stats<S: Simd>(
     s: S,
@@ -612,59 +682,93 @@ fn chunk_stats<S: Simd>(
     let period = pattern_period(channels);
     let rows = x.len() / channels;
     let nf = rows as f64;
-    let blocks = period / LANES;
     let (sums, rest) = scratch.split_at_mut(period);
-    let (shiftp, rest) = rest.split_at_mut(period);
-    let (s1p, rest) = rest.split_at_mut(period);
-    let s2p = &mut rest[..period];
+    let (shift, rest) = rest.split_at_mut(period);
+    let (scale, rest) = rest.split_at_mut(period);
+    let (s1, rest) = rest.split_at_mut(period);
+    let mut p = ChunkPatterns {
+        sums,
+        shift,
+        scale,
+        s1,
+        s2: &mut rest[..period],
+    };
 
     // Pass 1: column sums, a centre per channel.
-    let mut b = 0;
-    while b < blocks {
-        let at = b * LANES;
-        if b + GROUP <= blocks {
-            let mut out = [[[0.0; LANES]; 1]; GROUP];
-            column_sums(s, x, period, b, &mut out, |v, _, _| [v]);
-            for (g, o) in out.iter().enumerate() {
-                sums[at + g * LANES..at + (g + 1) * LANES].copy_from_slice(&o[0]);
-            }
-            b += GROUP;
-        } else {
-            let mut out = [[[0.0; LANES]; 1]; 1];
-            column_sums(s, x, period, b, &mut out, |v, _, _| [v]);
-            sums[at..at + LANES].copy_from_slice(&out[0][0]);
-            b += 1;
-        }
-    }
+    sum_pass(s, x, period, p.sums);
     for c in 0..channels {
-        let shift = (channel_total(sums, channels, c) / nf) as f32;
+        let shift = (channel_total(p.sums, channels, c) / nf) as f32;
         mean[c] = shift as f64;
     }
     // `mean` holds the shifts (exact f32 values) until the end.
-    centred_pass(s, x, channels, period, shiftp, mean, s1p, s2p);
+    centred_pass::<S, false>(s, x, channels, period, mean, &mut p);
+
+    // Extreme magnitudes: rescale the channels whose squares overflow or
+    // underflow.
+    p.scale.fill(1.0);
+    let mut scaled = false;
+    for c in 0..channels {
+        let s2 = channel_total(p.s2, channels, c);
+        if s2.is_finite() && s2 >= TINY_SUM_SQ as f64 {
+            continue;
+        }
+        if channel_values(x, channels, c).any(|v| !v.is_finite()) {
+            continue; // NaN statistics, settled at the end.
+        }
+        let amax = channel_values(x, channels, c).fold(0.0f32, |m, v| m.max(v.abs()));
+        if amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax) {
+            let sc = rescale_for(amax);
+            for k in (c..period).step_by(channels) {
+                p.scale[k] = sc;
+            }
+            mean[c] = 0.0;
+            scaled = true;
+        }
+    }
+    if scaled {
+        // Scaled channels have shift 0: their Σd is the scaled sum.
+        centred_pass::<S, true>(s, x, channels, period, mean, &mut p);
+        for c in 0..channels {
+            if p.scale[c] != 1.0 {
+                mean[c] = ((channel_total(p.s1, channels, c) / nf) as f32) as f64;
+            }
+        }
+        centred_pass::<S, true>(s, x, channels, period, mean, &mut p);
+    }
+
     let mut recentre = false;
     for c in 0..channels {
-        let s1 = channel_total(s1p, channels, c);
-        let s2 = channel_total(s2p, channels, c);
+        let s1 = channel_total(p.s1, channels, c);
+        let s2 = channel_total(p.s2, channels, c);
         if s1 * s1 / nf > 0.25 * s2 {
             mean[c] = ((mean[c] + s1 / nf) as f32) as f64;
             recentre = true;
         }
     }
     if recentre {
-        centred_pass(s, x, channels, period, shiftp, mean, s1p, s2p);
+        if scaled {
+            centred_pass::<S, true>(s, x, channels, period, mean, &mut p);
+        } else {
+            centred_pass::<S, false>(s, x, channels, period, mean, &mut p);
+        }
     }
     for c in 0..channels {
-        let s1 = channel_total(s1p, channels, c);
-        let s2 = channel_total(s2p, channels, c);
+        let s1 = channel_total(p.s1, channels, c);
+        let s2 = channel_total(p.s2, channels, c);
         let lo = s1 / nf;
         let m = mean[c] + lo;
         let v = (s2 - s1 * lo).max(0.0);
-        if m.is_finite() && s2.is_finite() {
-            mean[c] = m;
-            m2[c] = v;
+        let sc = p.scale[c] as f64;
+        if v <= s2 * (1.0 / 1_048_576.0) && channel_values(x, channels, c).all(|v| v == x[c]) {
+            // A variance lost in rounding: exactly 0 if the channel is
+            // constant. `+ 0.0` turns -0 into +0, whichever zero came first.
+            mean[c] = (x[c] + 0.0) as f64;
+            m2[c] = 0.0;
+        } else if m.is_finite() && s2.is_finite() {
+            mean[c] = m / sc;
+            m2[c] = v / (sc * sc);
         } else {
-            let finite = x.iter().skip(c).step_by(channels).all(|v| v.is_finite());
+            let finite = channel_values(x, channels, c).all(|v| v.is_finite());
             let exact = if finite {
                 channel_moments_f64(x, channels, c)
             } else {
@@ -705,39 +809,69 @@ pub(crate) fn chunk_moments<S: Simd>(s: S, job: ChunkJob<'_>) {
     }
 }
 
-/// `(x - hi) * a + b`, rounded after each operation.
-#[inline(always)]
-fn affine<S: Simd>(s: S, x: S::V, (hi, a, b): (S::V, S::V, S::V)) -> S::V {
-    s.add(s.mul(s.sub(x, hi), a), b)
+/// One vector's affine coefficients: `y = (x*scale - hi) * a + b`
+/// (`scale` only read when the map is SCALED).
+#[derive(Clone, Copy)]
+struct Affine<S: Simd> {
+    scale: S::V,
+    hi: S::V,
+    a: S::V,
+    b: S::V,
 }
 
-/// `y = (x - hi) * a + b` over `len` values starting at `i`, with the three
-/// coefficient vectors given by `coef(i)`; streaming stores from the first
-/// 64-byte boundary of `dst` when `stream`.
+/// `(x*scale - hi) * a + b` (`x - hi` unless SCALED), rounded after each
+/// operation.
 #[inline(always)]
-fn affine_map<S: Simd>(
+fn affine<S: Simd, const SCALED: bool>(s: S, x: S::V, k: &Affine<S>) -> S::V {
+    let x = if SCALED { s.mul(x, k.scale) } else { x };
+    s.add(s.mul(s.sub(x, k.hi), k.a), k.b)
+}
+
+/// Where [`affine_map`] gets the coefficients of the vector at each offset.
+/// A trait rather than a closure so the code stays inside the caller's
+/// `#[target_feature]` function (see [`Terms`]).
+trait CoefSource<S: Simd> {
+    /// The coefficients of the `LANES` values from offset `i`; called with
+    /// increasing offsets at most `LANES` apart.
+    fn at(&mut self, s: S, i: usize) -> Affine<S>;
+}
+
+/// One channel's coefficients, the same for every offset (a NCHW plane).
+impl<S: Simd> CoefSource<S> for Affine<S> {
+    #[inline(always)]
+    fn at(&mut self, _s: S, _i: usize) -> Affine<S> {
+        *self
+    }
+}
+
+/// `y = (x*scale - hi) * a + b` over `dst.len()` values, with the coefficient
+/// vectors from `coef`; streaming stores from the first 64-byte boundary of
+/// `dst` when `stream`.
+#[inline(always)]
+fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     s: S,
     src: &[f32],
     dst: &mut [f32],
     stream: bool,
-    mut coef: impl FnMut(usize) -> (S::V, S::V, S::V),
+    coef: &mut C,
 ) {
     let n = dst.len();
-    let f = |x: S::V, c: (S::V, S::V, S::V)| affine(s, x, c);
     let head = if stream {
         ((64 - dst.as_ptr() as usize % 64) % 64 / 4).min(n)
     } else {
         0
     };
     if head > 0 {
-        let y = f(load_padded(s, &src[..head], 0.0), coef(0));
+        let k = coef.at(s, 0);
+        let y = affine::<S, SCALED>(s, load_padded(s, &src[..head], 0.0), &k);
         store_partial(s, &mut dst[..head], y);
     }
     let body_len = (n - head) / LANES * LANES;
     let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
     let (from, _) = src[head..head + body_len].as_chunks::<LANES>();
-    for (k, (out, x)) in body.iter_mut().zip(from).enumerate() {
-        let y = f(s.load(x), coef(head + k * LANES));
+    for (j, (out, x)) in body.iter_mut().zip(from).enumerate() {
+        let k = coef.at(s, head + j * LANES);
+        let y = affine::<S, SCALED>(s, s.load(x), &k);
         if stream {
             s.store_stream(out, y)
         } else {
@@ -746,7 +880,8 @@ fn affine_map<S: Simd>(
     }
     let done = head + body_len;
     if done < n {
-        let y = f(load_padded(s, &src[done..n], 0.0), coef(done));
+        let k = coef.at(s, done);
+        let y = affine::<S, SCALED>(s, load_padded(s, &src[done..n], 0.0), &k);
         store_partial(s, &mut dst[done..n], y);
     }
 }
@@ -759,7 +894,10 @@ pub(crate) struct PlaneJob<'a> {
     pub spatial: usize,
     pub channels: usize,
     pub first_channel: usize,
-    /// Per channel: mean rounded to f32, `rstd * gamma`, `beta - (mean - hi) * a`.
+    /// Per channel: the power of two `x` is multiplied by first (`None`: all
+    /// 1), the scaled mean rounded to f32, `rstd * gamma / scale`,
+    /// `beta - (scaled mean - hi) * a`.
+    pub scale: Option<&'a [f32]>,
     pub hi: &'a [f32],
     pub a: &'a [f32],
     pub b: &'a [f32],
@@ -769,31 +907,40 @@ pub(crate) struct PlaneJob<'a> {
 /// Applies the per-channel affine map to every plane of `job`.
 #[inline(always)]
 pub(crate) fn apply_planes<S: Simd>(s: S, job: PlaneJob<'_>) {
+    if job.scale.is_some() {
+        apply_planes_with::<S, true>(s, job)
+    } else {
+        apply_planes_with::<S, false>(s, job)
+    }
+}
+
+#[inline(always)]
+fn apply_planes_with<S: Simd, const SCALED: bool>(s: S, job: PlaneJob<'_>) {
     let PlaneJob {
         input,
         output,
         spatial,
         channels,
         first_channel,
+        scale,
         hi,
         a,
         b,
         stream,
     } = job;
+    let scale = scale.unwrap_or(&[]);
     let planes = input
         .chunks_exact(spatial)
         .zip(output.chunks_exact_mut(spatial));
     for (p, (x, y)) in planes.enumerate() {
         let c = (first_channel + p) % channels;
-        let v = (s.splat(hi[c]), s.splat(a[c]), s.splat(b[c]));
-        affine_map(
-            s,
-            x,
-            y,
-            stream,
-            #[inline(always)]
-            |_| v,
-        );
+        let mut k = Affine::<S> {
+            scale: s.splat(if SCALED { scale[c] } else { 1.0 }),
+            hi: s.splat(hi[c]),
+            a: s.splat(a[c]),
+            b: s.splat(b[c]),
+        };
+        affine_map::<S, SCALED, _>(s, x, y, stream, &mut k);
     }
     if stream {
         s.stream_fence();
@@ -808,6 +955,8 @@ pub(crate) struct PatternJob<'a> {
     pub output: &'a mut [f32],
     pub phase: usize,
     pub period: usize,
+    /// See [`PlaneJob`]; `None`: every scale is 1.
+    pub scale: Option<&'a [f32]>,
     pub hi: &'a [f32],
     pub a: &'a [f32],
     pub b: &'a [f32],
@@ -820,37 +969,73 @@ fn window<S: Simd>(s: S, v: &[f32], k: usize) -> S::V {
     s.load(v[k..k + LANES].try_into().expect("in bounds"))
 }
 
+/// Coefficient windows of a `period`-periodic pattern. Offsets grow by at
+/// most `LANES`, so the pattern index advances without a division.
+struct PatternCoef<'a, const SCALED: bool> {
+    k: usize,
+    last: usize,
+    period: usize,
+    scale: &'a [f32],
+    hi: &'a [f32],
+    a: &'a [f32],
+    b: &'a [f32],
+}
+
+impl<S: Simd, const SCALED: bool> CoefSource<S> for PatternCoef<'_, SCALED> {
+    #[inline(always)]
+    fn at(&mut self, s: S, i: usize) -> Affine<S> {
+        self.k += i - self.last;
+        self.last = i;
+        if self.k >= self.period {
+            self.k -= self.period;
+        }
+        let k = self.k;
+        Affine {
+            scale: if SCALED {
+                window(s, self.scale, k)
+            } else {
+                s.splat(1.0)
+            },
+            hi: window(s, self.hi, k),
+            a: window(s, self.a, k),
+            b: window(s, self.b, k),
+        }
+    }
+}
+
 /// Applies the channel-pattern affine map to every value of `job`.
 #[inline(always)]
 pub(crate) fn apply_pattern<S: Simd>(s: S, job: PatternJob<'_>) {
+    if job.scale.is_some() {
+        apply_pattern_with::<S, true>(s, job)
+    } else {
+        apply_pattern_with::<S, false>(s, job)
+    }
+}
+
+#[inline(always)]
+fn apply_pattern_with<S: Simd, const SCALED: bool>(s: S, job: PatternJob<'_>) {
     let PatternJob {
         input,
         output,
         phase,
         period,
+        scale,
         hi,
         a,
         b,
         stream,
     } = job;
-    // `coef` is called with increasing offsets at most LANES apart, so the
-    // pattern index advances without a division.
-    let (mut k, mut last) = (phase % period, 0);
-    affine_map(
-        s,
-        input,
-        output,
-        stream,
-        #[inline(always)]
-        |i| {
-            k += i - last;
-            last = i;
-            if k >= period {
-                k -= period;
-            }
-            (window(s, hi, k), window(s, a, k), window(s, b, k))
-        },
-    );
+    let mut coef = PatternCoef::<SCALED> {
+        k: phase % period,
+        last: 0,
+        period,
+        scale: scale.unwrap_or(&[]),
+        hi,
+        a,
+        b,
+    };
+    affine_map::<S, SCALED, _>(s, input, output, stream, &mut coef);
     if stream {
         s.stream_fence();
     }
