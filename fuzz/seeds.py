@@ -115,10 +115,10 @@ def rows_case(op, form, rows, cols, eps="1e-5", weight=None, bias=None,
               lin=b"\xff\x00", lout=b"\xff\x00", corrupt=None, data=b""):
     """A case for the layer_norm / rms_norm targets (`rows::Case::decode`)."""
     if cols in COLS and rows < 5:
-        shape = bytes([6, rows, COLS.index(cols)])
+        shape = bytes([6, rows, COLS.index(cols)])  # class < 128
     else:
         assert rows < 9 and cols < 80
-        shape = bytes([200, rows, cols])
+        shape = bytes([200, rows, cols])  # 128 <= class < 253
     eps_bytes = bytes([0, EPS[eps]]) if isinstance(eps, str) else b"\xf0" + u32(eps)
     out = bytes([FORM[form]]) + shape + eps_bytes + params(weight)
     if op == "layer_norm":
@@ -129,8 +129,8 @@ def rows_case(op, form, rows, cols, eps="1e-5", weight=None, bias=None,
 
 
 def big_case(op, rows, extra):
-    """Shape class < 6: rows >= 2 and rows * cols >= 2^16 (rayon splits)."""
-    out = bytes([0, 0, rows - 2]) + u16(extra) + bytes([0, 0])
+    """Shape class >= 253: rows >= 2 and rows * cols >= 2^16 (rayon splits)."""
+    out = bytes([0, 253, rows - 2]) + u16(extra) + bytes([0, 0])
     out += params("seeded")
     if op == "layer_norm":
         out += params(None)
