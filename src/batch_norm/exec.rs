@@ -2,7 +2,7 @@
 //! tensor, split across threads in ways that never change the bits.
 
 use crate::kernels::Kernels;
-use crate::kernels::channels::{self, ChunkJob, PatternJob, PlaneJob};
+use crate::kernels::channels::{self, ChunkJob, PatternJob, PlaneJob, PlaneStatsJob};
 use crate::parallel::MIN_ELEMS_PER_TASK;
 use crate::simd::LANES;
 
@@ -93,12 +93,15 @@ fn plane_moments(
         );
         return;
     }
-    for i in 0..cs {
-        let c = c0 + i;
-        let m = (k.bn_plane_moments)(&x[c * g.spatial..], g.n, g.c * g.spatial, g.spatial);
-        mean[i] = m.mean;
-        m2[i] = m.m2;
-    }
+    (k.bn_plane_moments)(PlaneStatsJob {
+        input: x,
+        n: g.n,
+        channels: g.c,
+        spatial: g.spatial,
+        first_channel: c0,
+        mean,
+        m2,
+    })
 }
 
 fn rows_moments(k: &Kernels, g: Geometry, x: &[f32], mean: &mut [f64], m2: &mut [f64], par: bool) {

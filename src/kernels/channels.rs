@@ -171,6 +171,7 @@ fn reduce_planes<S: Simd, const N: usize, T: Terms<S, N>>(
     stride: usize,
     spatial: usize,
     pass: &mut T,
+    next: Option<&[f32]>,
 ) -> [f32; N] {
     let zero = s.splat(0.0);
     let mut total = [[zero; N]; 4];
@@ -187,14 +188,21 @@ fn reduce_planes<S: Simd, const N: usize, T: Terms<S, N>>(
     };
     for p in 0..planes {
         let plane = &x[p * stride..p * stride + spatial];
+        // The same plane of the next unit, prefetched one line per chunk.
+        let ahead = next.and_then(|n| n.get(p * stride..p * stride + spatial));
         let (chunks, _) = plane.as_chunks::<LANES>();
         let mut runs = chunks.chunks_exact(BLOCK_CHUNKS);
+        let mut at = 0;
         for run in &mut runs {
             for quad in run.as_chunks::<4>().0 {
                 for k in 0..4 {
+                    if let Some(a) = ahead {
+                        s.prefetch(&a[at + k * LANES]);
+                    }
                     let t = pass.terms(s, s.load(&quad[k]), None, 0);
                     accumulate(s, &mut acc[k], t);
                 }
+                at += 4 * LANES;
             }
             for k in 0..4 {
                 for i in 0..N {
@@ -206,12 +214,22 @@ fn reduce_planes<S: Simd, const N: usize, T: Terms<S, N>>(
         let (quads, left) = runs.remainder().as_chunks::<4>();
         for quad in quads {
             for k in 0..4 {
+                if let Some(a) = ahead {
+                    s.prefetch(&a[at + k * LANES]);
+                }
                 let t = pass.terms(s, s.load(&quad[k]), None, 0);
                 accumulate(s, &mut acc[k], t);
             }
+            at += 4 * LANES;
+        }
+        if let Some(a) = ahead {
+            s.prefetch(&a[spatial - 1]);
         }
         for k in 0..4 {
             if k < left.len() {
+                if let Some(a) = ahead {
+                    s.prefetch(&a[at + k * LANES]);
+                }
                 let t = pass.terms(s, s.load(&left[k]), None, 0);
                 accumulate(s, &mut acc[k], t);
             } else if k == left.len() && rem != 0 {
@@ -271,6 +289,7 @@ impl<S: Simd, const SCALED: bool> Terms<S, 2> for PlaneCentred<S, SCALED> {
 
 /// `(Σd, Σd²)` over a block of planes, `d = x*scale - shift`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn plane_centred<S: Simd, const SCALED: bool>(
     s: S,
     x: &[f32],
@@ -279,12 +298,13 @@ fn plane_centred<S: Simd, const SCALED: bool>(
     spatial: usize,
     scale: f32,
     shift: f32,
+    next: Option<&[f32]>,
 ) -> (f32, f32) {
     let mut pass = PlaneCentred::<S, SCALED> {
         scale: s.splat(scale),
         shift: s.splat(shift),
     };
-    let [s1, s2] = reduce_planes(s, x, planes, stride, spatial, &mut pass);
+    let [s1, s2] = reduce_planes(s, x, planes, stride, spatial, &mut pass, next);
     (s1, s2)
 }
 
@@ -331,10 +351,17 @@ const TINY_SUM_SQ: f32 = 1.0 / 1_152_921_504_606_846_976.0; // 2^-60
 /// outside `[2^-32, 2^32]` the unit runs on `x * 2^k`, an exact rescaling; a
 /// variance lost in rounding checks for a constant unit (M2 exactly 0).
 #[inline(always)]
-fn unit_moments<S: Simd>(s: S, x: &[f32], planes: usize, stride: usize, spatial: usize) -> Moments {
+fn unit_moments<S: Simd>(
+    s: S,
+    x: &[f32],
+    planes: usize,
+    stride: usize,
+    spatial: usize,
+    next: Option<&[f32]>,
+) -> Moments {
     let n = planes * spatial;
     let nf = n as f64;
-    let [sum] = reduce_planes(s, x, planes, stride, spatial, &mut Sum);
+    let [sum] = reduce_planes(s, x, planes, stride, spatial, &mut Sum, None);
     if !sum.is_finite() && planes_non_finite(x, planes, stride, spatial) {
         return Moments {
             count: n as u64,
@@ -347,16 +374,16 @@ fn unit_moments<S: Simd>(s: S, x: &[f32], planes: usize, stride: usize, spatial:
     let (mut shift, mut s1, mut s2) = (0.0f32, 0.0f32, f32::INFINITY);
     if sum.is_finite() {
         shift = (sum as f64 / nf) as f32;
-        (s1, s2) = plane_centred::<S, false>(s, x, planes, stride, spatial, 1.0, shift);
+        (s1, s2) = plane_centred::<S, false>(s, x, planes, stride, spatial, 1.0, shift, next);
     }
     if !s2.is_finite() || s2 < TINY_SUM_SQ {
         let amax = planes_abs_max(x, planes, stride, spatial);
         if amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax) {
             scale = rescale_for(amax);
             let (scaled_sum, _) =
-                plane_centred::<S, true>(s, x, planes, stride, spatial, scale, 0.0);
+                plane_centred::<S, true>(s, x, planes, stride, spatial, scale, 0.0, None);
             shift = (scaled_sum as f64 / nf) as f32;
-            (s1, s2) = plane_centred::<S, true>(s, x, planes, stride, spatial, scale, shift);
+            (s1, s2) = plane_centred::<S, true>(s, x, planes, stride, spatial, scale, shift, None);
         }
     }
     let scaled = scale != 1.0;
@@ -365,9 +392,9 @@ fn unit_moments<S: Simd>(s: S, x: &[f32], planes: usize, stride: usize, spatial:
     if (s1 as f64) * (s1 as f64) / nf > 0.25 * s2 as f64 {
         shift = (shift as f64 + s1 as f64 / nf) as f32;
         (s1, s2) = if scaled {
-            plane_centred::<S, true>(s, x, planes, stride, spatial, scale, shift)
+            plane_centred::<S, true>(s, x, planes, stride, spatial, scale, shift, None)
         } else {
-            plane_centred::<S, false>(s, x, planes, stride, spatial, 1.0, shift)
+            plane_centred::<S, false>(s, x, planes, stride, spatial, 1.0, shift, None)
         };
     }
     let mean_lo = s1 as f64 / nf;
@@ -389,32 +416,65 @@ fn unit_moments<S: Simd>(s: S, x: &[f32], planes: usize, stride: usize, spatial:
     }
 }
 
-/// Moments of one channel over `planes` planes of `spatial` values, plane `p`
-/// starting at `x[p * plane_stride]`: units of [`unit_samples`] consecutive
-/// planes (the last may hold fewer), merged in [`TreeMerge`] order.
+/// NCHW statistics for a range of channels: `input` is the whole
+/// `[n, channels, spatial]` tensor; channel `first_channel + i` gets its
+/// mean and M2 in `mean[i]`, `m2[i]`.
+pub(crate) struct PlaneStatsJob<'a> {
+    pub input: &'a [f32],
+    pub n: usize,
+    pub channels: usize,
+    pub spatial: usize,
+    pub first_channel: usize,
+    pub mean: &'a mut [f64],
+    pub m2: &'a mut [f64],
+}
+
+/// Per-channel moments of a range of channels: each channel's planes in units
+/// of [`unit_samples`] consecutive samples (the last may hold fewer), merged
+/// in [`TreeMerge`] order. While a unit's centred pass runs from cache, the
+/// next unit (of this channel, or the next channel's first) is prefetched, so
+/// its sum pass does not wait on memory.
 #[inline(always)]
-pub(crate) fn plane_moments<S: Simd>(
-    s: S,
-    x: &[f32],
-    planes: usize,
-    plane_stride: usize,
-    spatial: usize,
-) -> Moments {
+pub(crate) fn plane_moments<S: Simd>(s: S, job: PlaneStatsJob<'_>) {
+    let PlaneStatsJob {
+        input,
+        n,
+        channels,
+        spatial,
+        first_channel,
+        mean,
+        m2,
+    } = job;
     let unit = unit_samples(spatial);
-    let mut tree = TreeMerge::new();
-    let mut p = 0;
-    while p < planes {
-        let b = unit.min(planes - p);
-        tree.push(unit_moments(
-            s,
-            &x[p * plane_stride..],
-            b,
-            plane_stride,
-            spatial,
-        ));
-        p += b;
+    let stride = channels * spatial;
+    let count = mean.len();
+    for i in 0..count {
+        let base = (first_channel + i) * spatial;
+        let mut tree = TreeMerge::new();
+        let mut p = 0;
+        while p < n {
+            let b = unit.min(n - p);
+            let next = if p + b < n {
+                input.get(base + (p + b) * stride..)
+            } else if i + 1 < count {
+                input.get(base + spatial..)
+            } else {
+                None
+            };
+            tree.push(unit_moments(
+                s,
+                &input[base + p * stride..],
+                b,
+                stride,
+                spatial,
+                next,
+            ));
+            p += b;
+        }
+        let m = tree.finish();
+        mean[i] = m.mean;
+        m2[i] = m.m2;
     }
-    tree.finish()
 }
 
 /// Rows of a chunk for `channels` channels (NHWC): about 64 KiB of input, a

@@ -78,7 +78,7 @@ pub(crate) struct Kernels {
     pub rms_norm: fn(RowJob<'_>),
     pub row_moments: fn(&[f32]) -> Moments,
     pub stream_copy: fn(&[f32], &mut [f32]),
-    pub bn_plane_moments: fn(&[f32], usize, usize, usize) -> Moments,
+    pub bn_plane_moments: fn(channels::PlaneStatsJob<'_>),
     pub bn_chunk_moments: fn(channels::ChunkJob<'_>),
     pub bn_apply_planes: fn(channels::PlaneJob<'_>),
     pub bn_apply_pattern: fn(channels::PatternJob<'_>),

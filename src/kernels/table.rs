@@ -6,7 +6,7 @@
 //!
 //! Adding a kernel: a field in [`Kernels`], one line in `for_each_kernel!`.
 
-use super::channels::{self, ChunkJob, PatternJob, PlaneJob};
+use super::channels::{self, ChunkJob, PatternJob, PlaneJob, PlaneStatsJob};
 use super::{Kernels, RowJob, copy, rows};
 use crate::Isa;
 use crate::moments::Moments;
@@ -19,7 +19,7 @@ macro_rules! for_each_kernel {
             rms_norm(job: RowJob<'_>) => rows::rms_norm_rows;
             row_moments(x: &[f32]) -> Moments => rows::row_moments;
             stream_copy(src: &[f32], dst: &mut [f32]) => copy::stream_copy;
-            bn_plane_moments(x: &[f32], planes: usize, plane_stride: usize, spatial: usize) -> Moments => channels::plane_moments;
+            bn_plane_moments(job: PlaneStatsJob<'_>) => channels::plane_moments;
             bn_chunk_moments(job: ChunkJob<'_>) => channels::chunk_moments;
             bn_apply_planes(job: PlaneJob<'_>) => channels::apply_planes;
             bn_apply_pattern(job: PatternJob<'_>) => channels::apply_pattern;
