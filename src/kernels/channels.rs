@@ -894,6 +894,10 @@ trait CoefSource<S: Simd> {
     /// The coefficients of the `LANES` values from offset `i`; called with
     /// increasing offsets at most `LANES` apart.
     fn at(&mut self, s: S, i: usize) -> Affine<S>;
+
+    /// The coefficients at offset `i`, the overlapping tail: less than
+    /// `LANES` behind the last offset given to [`at`](Self::at).
+    fn tail(&mut self, s: S, i: usize) -> Affine<S>;
 }
 
 /// One channel's coefficients, the same for every offset (a NCHW plane).
@@ -902,11 +906,21 @@ impl<S: Simd> CoefSource<S> for Affine<S> {
     fn at(&mut self, _s: S, _i: usize) -> Affine<S> {
         *self
     }
+
+    #[inline(always)]
+    fn tail(&mut self, _s: S, _i: usize) -> Affine<S> {
+        *self
+    }
 }
 
 /// `y = (x*scale - hi) * a + b` over `dst.len()` values, with the coefficient
 /// vectors from `coef`; streaming stores from the first 64-byte boundary of
 /// `dst` when `stream`.
+///
+/// Runs of `LANES` values or more never go through a partial copy: the
+/// unaligned head and the tail are whole vectors overlapping the body (the
+/// map is element-wise, so a value written twice gets the same bits both
+/// times). On 49-value planes the padded copies had cost more than the math.
 #[inline(always)]
 fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     s: S,
@@ -916,15 +930,23 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     coef: &mut C,
 ) {
     let n = dst.len();
+    if n < LANES {
+        if n > 0 {
+            let k = coef.at(s, 0);
+            let y = affine::<S, SCALED>(s, load_padded(s, &src[..n], 0.0), &k);
+            store_partial(s, &mut dst[..n], y);
+        }
+        return;
+    }
     let head = if stream {
-        ((64 - dst.as_ptr() as usize % 64) % 64 / 4).min(n)
+        (64 - dst.as_ptr() as usize % 64) % 64 / 4
     } else {
         0
     };
     if head > 0 {
         let k = coef.at(s, 0);
-        let y = affine::<S, SCALED>(s, load_padded(s, &src[..head], 0.0), &k);
-        store_partial(s, &mut dst[..head], y);
+        let y = affine::<S, SCALED>(s, s.load(src[..LANES].try_into().expect("LANES")), &k);
+        s.store((&mut dst[..LANES]).try_into().expect("LANES"), y);
     }
     let body_len = (n - head) / LANES * LANES;
     let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
@@ -938,11 +960,11 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
             s.store(out, y)
         }
     }
-    let done = head + body_len;
-    if done < n {
-        let k = coef.at(s, done);
-        let y = affine::<S, SCALED>(s, load_padded(s, &src[done..n], 0.0), &k);
-        store_partial(s, &mut dst[done..n], y);
+    if head + body_len < n {
+        let at = n - LANES;
+        let k = coef.tail(s, at);
+        let y = affine::<S, SCALED>(s, s.load(src[at..].try_into().expect("LANES")), &k);
+        s.store((&mut dst[at..]).try_into().expect("LANES"), y);
     }
 }
 
@@ -989,6 +1011,9 @@ fn apply_planes_with<S: Simd, const SCALED: bool>(s: S, job: PlaneJob<'_>) {
         stream,
     } = job;
     let scale = scale.unwrap_or(&[]);
+    // Streaming stores want whole 64-byte lines: short planes would write
+    // mostly partial ones, so they store through the cache.
+    let stream = stream && spatial >= 256;
     let planes = input
         .chunks_exact(spatial)
         .zip(output.chunks_exact_mut(spatial));
@@ -1030,7 +1055,8 @@ fn window<S: Simd>(s: S, v: &[f32], k: usize) -> S::V {
 }
 
 /// Coefficient windows of a `period`-periodic pattern. Offsets grow by at
-/// most `LANES`, so the pattern index advances without a division.
+/// most `LANES` (the overlapping tail steps back by less than `LANES`), so
+/// the pattern index follows without a division.
 struct PatternCoef<'a, const SCALED: bool> {
     k: usize,
     last: usize,
@@ -1049,7 +1075,25 @@ impl<S: Simd, const SCALED: bool> CoefSource<S> for PatternCoef<'_, SCALED> {
         if self.k >= self.period {
             self.k -= self.period;
         }
-        let k = self.k;
+        self.coefs(s, self.k)
+    }
+
+    #[inline(always)]
+    fn tail(&mut self, s: S, i: usize) -> Affine<S> {
+        // `i` is at most `LANES` behind the last offset, `k < period` and
+        // `period >= LANES`: one wrap is enough.
+        let mut k = self.k + self.period - (self.last - i);
+        if k >= self.period {
+            k -= self.period;
+        }
+        self.coefs(s, k)
+    }
+}
+
+impl<const SCALED: bool> PatternCoef<'_, SCALED> {
+    /// The coefficient windows at pattern index `k`.
+    #[inline(always)]
+    fn coefs<S: Simd>(&self, s: S, k: usize) -> Affine<S> {
         Affine {
             scale: if SCALED {
                 window(s, self.scale, k)
