@@ -894,21 +894,12 @@ trait CoefSource<S: Simd> {
     /// The coefficients of the `LANES` values from offset `i`; called with
     /// increasing offsets at most `LANES` apart.
     fn at(&mut self, s: S, i: usize) -> Affine<S>;
-
-    /// The coefficients at offset `i`, the overlapping tail: less than
-    /// `LANES` behind the last offset given to [`at`](Self::at).
-    fn tail(&mut self, s: S, i: usize) -> Affine<S>;
 }
 
 /// One channel's coefficients, the same for every offset (a NCHW plane).
 impl<S: Simd> CoefSource<S> for Affine<S> {
     #[inline(always)]
     fn at(&mut self, _s: S, _i: usize) -> Affine<S> {
-        *self
-    }
-
-    #[inline(always)]
-    fn tail(&mut self, _s: S, _i: usize) -> Affine<S> {
         *self
     }
 }
@@ -962,7 +953,7 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     }
     if head + body_len < n {
         let at = n - LANES;
-        let k = coef.tail(s, at);
+        let k = coef.at(s, at);
         let y = affine::<S, SCALED>(s, s.load(src[at..].try_into().expect("LANES")), &k);
         s.store((&mut dst[at..]).try_into().expect("LANES"), y);
     }
@@ -1055,8 +1046,8 @@ fn window<S: Simd>(s: S, v: &[f32], k: usize) -> S::V {
 }
 
 /// Coefficient windows of a `period`-periodic pattern. Offsets grow by at
-/// most `LANES` (the overlapping tail steps back by less than `LANES`), so
-/// the pattern index follows without a division.
+/// most `LANES` (the overlapping tail starts less than `LANES` after the
+/// last body vector), so the pattern index follows without a division.
 struct PatternCoef<'a, const SCALED: bool> {
     k: usize,
     last: usize,
@@ -1076,17 +1067,6 @@ impl<S: Simd, const SCALED: bool> CoefSource<S> for PatternCoef<'_, SCALED> {
             self.k -= self.period;
         }
         self.coefs(s, self.k)
-    }
-
-    #[inline(always)]
-    fn tail(&mut self, s: S, i: usize) -> Affine<S> {
-        // `i` is at most `LANES` behind the last offset, `k < period` and
-        // `period >= LANES`: one wrap is enough.
-        let mut k = self.k + self.period - (self.last - i);
-        if k >= self.period {
-            k -= self.period;
-        }
-        self.coefs(s, k)
     }
 }
 
