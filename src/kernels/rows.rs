@@ -411,7 +411,6 @@ fn normalize_row<
         rstd: s.splat(a.rstd),
         offset: s.splat(a.offset),
     };
-    let zero = s.splat(0.0);
     let n = dst.len();
     let head = if stream {
         ((64 - dst.as_ptr() as usize % 64) % 64 / 4).min(n)
@@ -422,31 +421,40 @@ fn normalize_row<
         partial_chunk::<S, SCALED, CENTERED, GAMMA, BETA>(s, &k, src, dst, gamma, beta, 0, head);
     }
     let body_len = (n - head) / LANES * LANES;
-    let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
-    for (j, out) in body.iter_mut().enumerate() {
-        let i = head + j * LANES;
-        if let Some(line) = next.and_then(|next| next.get(i)) {
-            s.prefetch(line);
+    let range = head..head + body_len;
+    let (body, _) = dst[range.clone()].as_chunks_mut::<LANES>();
+    // Chunked views of the other operands, each exactly as long as `body`
+    // (or empty when absent), so the loops below index without checks.
+    let gs = if GAMMA {
+        gamma[range.clone()].as_chunks::<LANES>().0
+    } else {
+        &[]
+    };
+    let bs = if BETA {
+        beta[range.clone()].as_chunks::<LANES>().0
+    } else {
+        &[]
+    };
+    let next = next.map(|next| next[range.clone()].as_chunks::<LANES>().0);
+    let xs = src.map(|src| src[range].as_chunks::<LANES>().0);
+    match (xs, stream) {
+        (Some(xs), false) => body_loop::<S, SCALED, CENTERED, GAMMA, BETA, false>(
+            s,
+            &k,
+            Some(xs),
+            body,
+            gs,
+            bs,
+            next,
+        ),
+        (Some(xs), true) => {
+            body_loop::<S, SCALED, CENTERED, GAMMA, BETA, true>(s, &k, Some(xs), body, gs, bs, next)
         }
-        let x = match src {
-            Some(src) => s.load(src[i..i + LANES].try_into().expect("in bounds")),
-            None => s.load(out),
-        };
-        let g = if GAMMA {
-            s.load(gamma[i..i + LANES].try_into().expect("in bounds"))
-        } else {
-            zero
-        };
-        let b = if BETA {
-            s.load(beta[i..i + LANES].try_into().expect("in bounds"))
-        } else {
-            zero
-        };
-        let y = affine::<S, SCALED, CENTERED, GAMMA, BETA>(s, &k, x, g, b);
-        if stream {
-            s.store_stream(out, y)
-        } else {
-            s.store(out, y)
+        (None, false) => {
+            body_loop::<S, SCALED, CENTERED, GAMMA, BETA, false>(s, &k, None, body, gs, bs, next)
+        }
+        (None, true) => {
+            body_loop::<S, SCALED, CENTERED, GAMMA, BETA, true>(s, &k, None, body, gs, bs, next)
         }
     }
     let done = head + body_len;
@@ -461,6 +469,53 @@ fn normalize_row<
             done,
             n - done,
         );
+    }
+}
+
+/// The aligned body of [`normalize_row`]: whole chunks, `xs = None` reading
+/// `body` in place. The match on `xs` is per chunk but loop-invariant; the
+/// store kind is a const so the streaming loop carries no flag.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn body_loop<
+    S: Simd,
+    const SCALED: bool,
+    const CENTERED: bool,
+    const GAMMA: bool,
+    const BETA: bool,
+    const STREAM: bool,
+>(
+    s: S,
+    k: &AffineConsts<S>,
+    xs: Option<&[[f32; LANES]]>,
+    body: &mut [[f32; LANES]],
+    gs: &[[f32; LANES]],
+    bs: &[[f32; LANES]],
+    next: Option<&[[f32; LANES]]>,
+) {
+    let n = body.len();
+    let zero = s.splat(0.0);
+    // Equal lengths, stated once so the indexing below needs no checks.
+    let xs = xs.map(|xs| &xs[..n]);
+    let gs = if GAMMA { &gs[..n] } else { gs };
+    let bs = if BETA { &bs[..n] } else { bs };
+    let next = next.map(|next| &next[..n]);
+    for j in 0..n {
+        if let Some(next) = next {
+            s.prefetch(&next[j][0]);
+        }
+        let x = match xs {
+            Some(xs) => s.load(&xs[j]),
+            None => s.load(&body[j]),
+        };
+        let g = if GAMMA { s.load(&gs[j]) } else { zero };
+        let b = if BETA { s.load(&bs[j]) } else { zero };
+        let y = affine::<S, SCALED, CENTERED, GAMMA, BETA>(s, k, x, g, b);
+        if STREAM {
+            s.store_stream(&mut body[j], y)
+        } else {
+            s.store(&mut body[j], y)
+        }
     }
 }
 
