@@ -164,6 +164,7 @@ fn chunk_pass(
         return;
     }
     let mut scratch = vec![0.0f32; channels::CHUNK_SCRATCH * channels::pattern_period(c)];
+    let mut totals = vec![0.0f64; 3 * c];
     (k.bn_chunk_moments)(ChunkJob {
         input: x,
         channels: c,
@@ -171,6 +172,7 @@ fn chunk_pass(
         mean,
         m2,
         scratch: &mut scratch,
+        totals: &mut totals,
     });
 }
 

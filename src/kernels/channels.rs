@@ -505,6 +505,8 @@ pub(crate) struct ChunkJob<'a> {
     pub m2: &'a mut [f64],
     /// At least [`CHUNK_SCRATCH`]` * pattern_period(channels)` long.
     pub scratch: &'a mut [f32],
+    /// At least `3 * channels` long: per-channel f64 totals.
+    pub totals: &'a mut [f64],
 }
 
 /// Scratch patterns per chunk job, in units of the pattern period: column
@@ -572,14 +574,18 @@ fn column_sums<S: Simd, const N: usize, const G: usize, T: Terms<S, N>>(
 /// row, read contiguously).
 const GROUP: usize = 4;
 
-/// Sums the columns of channel `c` (columns `c, c + C, ...` below `period`)
-/// in f64, ascending.
-fn channel_total(cols: &[f32], channels: usize, c: usize) -> f64 {
-    cols.iter()
-        .skip(c)
-        .step_by(channels)
-        .map(|&v| v as f64)
-        .sum()
+/// Per-channel f64 totals of a column pattern: `out[c]` = the columns
+/// `c, c + C, ...` below `period`, added in ascending order from 0. Plain
+/// loops over channels, so the compiler vectorizes them (IEEE f64 adds in
+/// the same order per channel: the same bits on every ISA).
+fn channel_totals(cols: &[f32], channels: usize, out: &mut [f64]) {
+    let out = &mut out[..channels];
+    out.fill(0.0);
+    for row in cols.chunks_exact(channels) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v as f64;
+        }
+    }
 }
 
 /// The values of channel `c` in a chunk.
@@ -670,8 +676,10 @@ fn centred_pass<S: Simd, const SCALED: bool>(
     mean: &[f64],
     p: &mut ChunkPatterns<'_>,
 ) {
-    for (k, v) in p.shift.iter_mut().enumerate() {
-        *v = mean[k % channels] as f32;
+    for row in p.shift.chunks_exact_mut(channels) {
+        for (v, &m) in row.iter_mut().zip(mean) {
+            *v = m as f32;
+        }
     }
     let blocks = period / LANES;
     let mut b = 0;
@@ -738,6 +746,7 @@ fn chunk_stats<S: Simd>(
     mean: &mut [f64],
     m2: &mut [f64],
     scratch: &mut [f32],
+    totals: &mut [f64],
 ) {
     let period = pattern_period(channels);
     let rows = x.len() / channels;
@@ -753,57 +762,70 @@ fn chunk_stats<S: Simd>(
         s1,
         s2: &mut rest[..period],
     };
+    let (t1, rest) = totals.split_at_mut(channels);
+    let (t2, rest) = rest.split_at_mut(channels);
+    let sc = &mut rest[..channels];
 
     // Pass 1: column sums, a centre per channel.
     sum_pass(s, x, period, p.sums);
-    for c in 0..channels {
-        let shift = (channel_total(p.sums, channels, c) / nf) as f32;
-        mean[c] = shift as f64;
+    channel_totals(p.sums, channels, t1);
+    for (m, &t) in mean.iter_mut().zip(t1.iter()) {
+        *m = ((t / nf) as f32) as f64;
     }
     // `mean` holds the shifts (exact f32 values) until the end.
     centred_pass::<S, false>(s, x, channels, period, mean, &mut p);
+    channel_totals(p.s2, channels, t2);
 
     // Extreme magnitudes: rescale the channels whose squares overflow or
-    // underflow.
-    p.scale.fill(1.0);
+    // underflow (checked in scalar, only when some sum of squares is
+    // non-finite or tiny).
+    sc.fill(1.0);
     let mut scaled = false;
-    for c in 0..channels {
-        let s2 = channel_total(p.s2, channels, c);
-        if s2.is_finite() && s2 >= TINY_SUM_SQ as f64 {
-            continue;
-        }
-        if channel_values(x, channels, c).any(|v| !v.is_finite()) {
-            continue; // NaN statistics, settled at the end.
-        }
-        let amax = channel_values(x, channels, c).fold(0.0f32, |m, v| m.max(v.abs()));
-        if amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax) {
-            let sc = rescale_for(amax);
-            for k in (c..period).step_by(channels) {
-                p.scale[k] = sc;
+    let tiny = TINY_SUM_SQ as f64;
+    if t2.iter().any(|&v| !(v.is_finite() && v >= tiny)) {
+        for c in 0..channels {
+            if t2[c].is_finite() && t2[c] >= tiny {
+                continue;
             }
-            mean[c] = 0.0;
-            scaled = true;
+            if channel_values(x, channels, c).any(|v| !v.is_finite()) {
+                continue; // NaN statistics, settled at the end.
+            }
+            let amax = channel_values(x, channels, c).fold(0.0f32, |m, v| m.max(v.abs()));
+            if amax != 0.0 && !(SAFE_MIN..=SAFE_MAX).contains(&amax) {
+                sc[c] = rescale_for(amax) as f64;
+                mean[c] = 0.0;
+                scaled = true;
+            }
         }
     }
     if scaled {
+        for row in p.scale.chunks_exact_mut(channels) {
+            for (v, &k) in row.iter_mut().zip(sc.iter()) {
+                *v = k as f32;
+            }
+        }
         // Scaled channels have shift 0: their Σd is the scaled sum.
         centred_pass::<S, true>(s, x, channels, period, mean, &mut p);
+        channel_totals(p.s1, channels, t1);
         for c in 0..channels {
-            if p.scale[c] != 1.0 {
-                mean[c] = ((channel_total(p.s1, channels, c) / nf) as f32) as f64;
+            if sc[c] != 1.0 {
+                mean[c] = ((t1[c] / nf) as f32) as f64;
             }
         }
         centred_pass::<S, true>(s, x, channels, period, mean, &mut p);
     }
+    channel_totals(p.s1, channels, t1);
+    channel_totals(p.s2, channels, t2);
 
+    // A centre far from the mean (relative to the spread) would make
+    // s2 - s1²/n cancel: recentre once.
     let mut recentre = false;
     for c in 0..channels {
-        let s1 = channel_total(p.s1, channels, c);
-        let s2 = channel_total(p.s2, channels, c);
-        if s1 * s1 / nf > 0.25 * s2 {
-            mean[c] = ((mean[c] + s1 / nf) as f32) as f64;
-            recentre = true;
-        }
+        let (s1, s2) = (t1[c], t2[c]);
+        let far = s1 * s1 / nf > 0.25 * s2;
+        let moved = ((mean[c] + s1 / nf) as f32) as f64;
+        mean[c] = if far { moved } else { mean[c] };
+        recentre |= far;
     }
     if recentre {
         if scaled {
@@ -811,23 +833,33 @@ fn chunk_stats<S: Simd>(
         } else {
             centred_pass::<S, false>(s, x, channels, period, mean, &mut p);
         }
+        channel_totals(p.s1, channels, t1);
+        channel_totals(p.s2, channels, t2);
     }
+    let mut rare = false;
     for c in 0..channels {
-        let s1 = channel_total(p.s1, channels, c);
-        let s2 = channel_total(p.s2, channels, c);
+        let (s1, s2, k) = (t1[c], t2[c], sc[c]);
         let lo = s1 / nf;
         let m = mean[c] + lo;
         let v = (s2 - s1 * lo).max(0.0);
-        let sc = p.scale[c] as f64;
+        rare |= v <= s2 * (1.0 / 1_048_576.0) || !(m.is_finite() && s2.is_finite());
+        mean[c] = m / k;
+        m2[c] = v / (k * k);
+    }
+    if !rare {
+        return;
+    }
+    for c in 0..channels {
+        let (s1, s2) = (t1[c], t2[c]);
+        let lo = s1 / nf;
+        let v = (s2 - s1 * lo).max(0.0);
+        let m = mean[c];
         if v <= s2 * (1.0 / 1_048_576.0) && channel_values(x, channels, c).all(|v| v == x[c]) {
             // A variance lost in rounding: exactly 0 if the channel is
             // constant. `+ 0.0` turns -0 into +0, whichever zero came first.
             mean[c] = (x[c] + 0.0) as f64;
             m2[c] = 0.0;
-        } else if m.is_finite() && s2.is_finite() {
-            mean[c] = m / sc;
-            m2[c] = v / (sc * sc);
-        } else {
+        } else if !(m.is_finite() && s2.is_finite()) {
             let finite = channel_values(x, channels, c).all(|v| v.is_finite());
             let exact = if finite {
                 channel_moments_f64(x, channels, c)
@@ -854,6 +886,7 @@ pub(crate) fn chunk_moments<S: Simd>(s: S, job: ChunkJob<'_>) {
         mean,
         m2,
         scratch,
+        totals,
     } = job;
     let chunk_len = chunk_rows * channels;
     for (k, x) in input.chunks(chunk_len).enumerate() {
@@ -865,6 +898,7 @@ pub(crate) fn chunk_moments<S: Simd>(s: S, job: ChunkJob<'_>) {
             &mut mean[range.clone()],
             &mut m2[range],
             scratch,
+            totals,
         );
     }
 }
