@@ -38,7 +38,8 @@
 //! Why units and not planes: the per-unit work (a few f64 operations, the
 //! horizontal sums, a Chan merge) is fixed, and on a 49-value plane it
 //! outweighed the vector work many times over: `[64, 512, 7, 7]` trained at
-//! ~0.06 of a memory copy with one unit per plane, ~0.25 with 64-plane units.
+//! ~0.06 of a memory copy with one unit per plane, ~0.25 with 64-plane units
+//! (~0.35 with the later output-pass fixes; one thread, shared machine).
 //!
 //! [`Layout::Nhwc`] (`[N, spatial…, C]`): rows of `C` channels. Rows are cut
 //! into chunks of `R` rows ([`BatchNorm::nhwc_chunk_rows`], ~64 KiB, fixed by
