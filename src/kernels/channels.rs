@@ -34,6 +34,7 @@
 // Index loops over channels and lanes read more plainly than zipped iterators here.
 #![allow(clippy::needless_range_loop)]
 
+use super::rows::{BLOCK_CHUNKS, SAFE_MAX, SAFE_MIN, TINY_SUM_SQ, rescale_for};
 use crate::moments::Moments;
 use crate::simd::{LANES, Simd, hsum, lane_mask, load_padded, store_partial};
 
@@ -98,24 +99,6 @@ const UNIT_VALUES: usize = 2048;
 pub(crate) fn unit_samples(spatial: usize) -> usize {
     UNIT_VALUES.div_ceil(spatial.max(1)).next_power_of_two()
 }
-
-/// Largest magnitudes in this range run unscaled (the bounds of the row
-/// kernels, `rows::SAFE_MIN`/`SAFE_MAX`): squares of `d` neither overflow nor
-/// underflow f32 inside it.
-const SAFE_MIN: f32 = 1.0 / 4_294_967_296.0; // 2^-32
-const SAFE_MAX: f32 = 4_294_967_296.0; // 2^32
-
-/// A power of two that brings `amax` into `[1, 2)`, clamped to what f32 can
-/// represent (`2^±126`); the same map as the row kernels' `rescale_for`.
-pub(crate) fn rescale_for(amax: f32) -> f32 {
-    let exp = (amax.to_bits() >> 23) as i32 - 127; // subnormals give -127
-    f32::from_bits((((-exp).clamp(-126, 126) + 127) as u32) << 23)
-}
-
-/// Chunks per block of the two-level plane sums: lane accumulators fold into
-/// running totals every `BLOCK_CHUNKS * LANES` values of a plane, as in the
-/// row kernels, so long planes keep short rounding chains.
-const BLOCK_CHUNKS: usize = 32;
 
 /// `[0.0; LANES]` followed by `[1.0; LANES]`: `&ZEROS_THEN_ONES[r..r + LANES]`
 /// ends with exactly `r` ones, the mask of an overlapping tail load.
@@ -334,12 +317,6 @@ fn planes_constant(x: &[f32], planes: usize, stride: usize, spatial: usize) -> b
             .all(|&v| v == x[0])
     })
 }
-
-/// Sums of squares below this may have lost terms to underflow (squares of
-/// values under 2^-63 are subnormal): such units get their magnitude checked
-/// and, if tiny, are rescaled; above it anything that underflowed is
-/// negligible. The row kernels' threshold.
-const TINY_SUM_SQ: f32 = 1.0 / 1_152_921_504_606_846_976.0; // 2^-60
 
 /// Exact moments of one NCHW unit: `planes` planes of `spatial` values, plane
 /// `p` at `x[p * stride..]`. The row statistics' algorithm on the planes seen

@@ -56,15 +56,15 @@ use crate::moments::Moments;
 use crate::simd::{LANES, Simd, hsum, lane_mask, load_padded, store_partial};
 
 /// Rows with a largest magnitude in this range run unscaled.
-const SAFE_MIN: f32 = 1.0 / 4_294_967_296.0; // 2^-32
-const SAFE_MAX: f32 = 4_294_967_296.0; // 2^32
+pub(crate) const SAFE_MIN: f32 = 1.0 / 4_294_967_296.0; // 2^-32
+pub(crate) const SAFE_MAX: f32 = 4_294_967_296.0; // 2^32
 
 /// Chunks per block of the two-level sums below: lane accumulators restart
 /// every `BLOCK_CHUNKS * LANES` elements and are folded into running totals,
 /// so each lane's rounding error grows with ~(block + blocks) additions rather
 /// than n / 64 (measured on 4096-long rows of 1e4 + N(0,1): M2 relative error
 /// 3.5e-7 with one level, see README).
-const BLOCK_CHUNKS: usize = 32;
+pub(crate) const BLOCK_CHUNKS: usize = 32;
 
 /// What one reduction pass adds up per chunk: `N` vectors of terms.
 ///
@@ -227,7 +227,7 @@ impl RowAffine {
 
 /// A power of two that brings `amax` into `[1, 2)`, clamped to what f32 can
 /// represent (`2^±126`), for rows outside the safe range.
-fn rescale_for(amax: f32) -> f32 {
+pub(crate) fn rescale_for(amax: f32) -> f32 {
     let exp = (amax.to_bits() >> 23) as i32 - 127; // subnormals give -127
     f32::from_bits((((-exp).clamp(-126, 126) + 127) as u32) << 23)
 }
@@ -244,7 +244,7 @@ fn abs_max(x: &[f32]) -> f32 {
 /// values under 2^-63 are subnormal): such rows get their magnitude checked
 /// and, if tiny, are rescaled. Above it, anything that underflowed is
 /// negligible.
-const TINY_SUM_SQ: f32 = 1.0 / 1_152_921_504_606_846_976.0; // 2^-60
+pub(crate) const TINY_SUM_SQ: f32 = 1.0 / 1_152_921_504_606_846_976.0; // 2^-60
 
 /// Whether every value equals the first (-0 and +0 count as equal).
 fn is_constant(x: &[f32]) -> bool {
