@@ -114,7 +114,9 @@ fn check_merge_properties(a: &Moments, b: &Moments) {
         );
     }
     let sane = |x: &Moments| x.count > 0 && x.mean.abs() < 1e100 && x.m2 >= 0.0 && x.m2 < 1e300;
-    if !(sane(a) && sane(b)) {
+    // Past a saturated count, `merge` weighs the means by `nb / u64::MAX`
+    // while `na + nb` is larger: the summary is no longer a mean of anything.
+    if !(sane(a) && sane(b)) || a.count.checked_add(b.count).is_none() {
         return;
     }
     let scale = a.mean.abs().max(b.mean.abs());
