@@ -34,6 +34,7 @@ pub(crate) struct RowJob<'a> {
 
 impl<'a> RowJob<'a> {
     /// Splits into rows `[0, at)` and `[at, rows)`; `0 < at < rows`.
+    #[cfg(feature = "rayon")]
     pub(crate) fn split_at(self, at: usize) -> (RowJob<'a>, RowJob<'a>) {
         let (in_lo, in_hi) = match self.input {
             Some(x) => {
