@@ -68,7 +68,9 @@ impl Moments {
         }
         let (na, nb) = (self.count as f64, other.count as f64);
         let count = self.count.saturating_add(other.count);
-        let n = count as f64;
+        // The true total in f64, so the weights still sum to one if `count`
+        // saturated.
+        let n = na + nb;
         let delta = other.mean - self.mean;
         Moments {
             count,
