@@ -17,6 +17,7 @@
 //! - [`rows`] is the whole differential harness for the row operators
 //!   (LayerNorm and RMSNorm); targets for other operators use the pieces.
 
+pub mod batch_norm;
 pub mod oracle;
 pub mod rows;
 pub mod values;
