@@ -251,6 +251,202 @@ def copy_seeds():
     }
 
 
+# --- BatchNorm (fuzz/src/batch_norm.rs, fuzz/fuzz_targets/batch_norm_*.rs) ---
+BN_CHANNELS = [0, 1, 1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 100,
+               127, 128, 129, 255, 257, 1000, 1025]
+BN_SPATIAL = [0, 1, 1, 2, 3, 4, 7, 9, 15, 16, 17, 31, 33, 49, 63, 64, 65, 100, 127, 129, 255,
+              513, 1023, 1024, 2048, 2049]
+BN_EPS = dict(EPS, min_sub=9)
+GOOD_MOMENTUM = {0.1: 0, 0.9: 1, 0.0: 2, 1.0: 3, 0.5: 5}
+BAD_MOMENTUM = {"nan": 0, "-0.1": 1, "above_1": 2, "inf": 3}
+CUMULATIVE = {0: 0, 1: 1, 2**53: 7, 2**64 - 1: 10}
+STREAM_GATE = 77  # a u16 that opens the streamed shape class
+
+
+def bn_shape(layout, n, c, spatial):
+    """A small shape (class < 128 from the tables, else class 200: n < 70,
+    c < 40, spatial < 40)."""
+    lay = bytes([0 if layout == "nchw" else 1])
+    if c in BN_CHANNELS and spatial in BN_SPATIAL and n < 9:
+        return bytes([6]) + lay + bytes([n, BN_CHANNELS.index(c), BN_SPATIAL.index(spatial)])
+    assert n < 70 and c < 40 and spatial < 40
+    return bytes([200]) + lay + bytes([n, c, spatial])
+
+
+def bn_big(layout, c_idx, s_idx, stream=False):
+    lay = bytes([0 if layout == "nchw" else 1])
+    if stream:
+        return b"\xff" + lay + u16(STREAM_GATE) + bytes([c_idx, s_idx, 0])
+    return b"\xfd" + lay + bytes([c_idx, s_idx, 1])
+
+
+def bn_eps(name):
+    return bytes([0, BN_EPS[name]]) if isinstance(name, str) else b"\xf0" + u32(name)
+
+
+def bn_momentum(kind, value):
+    if kind == "cumulative":
+        return b"\x02\x00" + bytes([CUMULATIVE[value]])
+    k = bytes([0 if kind == "pytorch" else 1])
+    if value in BAD_MOMENTUM:
+        return k + bytes([220, BAD_MOMENTUM[value]])
+    return k + bytes([0, GOOD_MOMENTUM[value]])
+
+
+def running(mode="default", seed=9, value=None):
+    """`batch_norm::running_vec`: 'default' (0 / 1), 'seeded', 'each' (hard
+    values from `vals`), 'same' (one scalar)."""
+    if mode == "default":
+        return b"\x00"
+    if mode == "seeded":
+        return b"\x02" + u64(seed) + bytes([22])
+    if mode == "same":
+        return b"\x01" + value
+    if mode == "each":
+        return b"\x05" + b"".join(value)
+    raise ValueError(mode)
+
+
+def no_corrupt(corrupt=None):
+    return b"\xff" if corrupt is None else b"\x00" + bytes([corrupt[0]]) + u32(corrupt[1])
+
+
+def bn_train_case(shape, eps="1e-5", weight=None, bias=None, momentum=("pytorch", 0.1),
+                  track=True, rm=b"\x00", rv=b"\x00", corrupt=None, data=b""):
+    return (shape + bn_eps(eps) + params(weight) + params(bias, seed=5)
+            + bn_momentum(*momentum) + (b"\x00" if track else b"\xff") + rm + rv
+            + no_corrupt(corrupt) + data)
+
+
+def bn_infer_case(shape, eps="1e-5", weight=None, bias=None, rm=b"\x00", rv=b"\x00",
+                  corrupt=None, data=b""):
+    return (shape + bn_eps(eps) + params(weight) + params(bias, seed=5) + rm + rv
+            + no_corrupt(corrupt) + data)
+
+
+def bn_common_seeds(case):
+    """Seeds shared by the inference and training targets."""
+    nan_data = (row_normal("0", 0, injected=inject("nan", 5, 34))
+                + row_normal("1e4", 0, injected=inject("inf", 33, 34))
+                + row_normal("1e6", -3) + row_constant(small(3)))
+    seeds = {
+        "nchw_7x7": case(bn_shape("nchw", 4, 3, 49), weight="seeded", bias="seeded",
+                         data=row_normal("1e4", 0) + row_offset_spread("1e6", 30)
+                         + row_constant(hard("1e4"))),
+        "nhwc_17": case(bn_shape("nhwc", 8, 17, 16), weight="seeded",
+                        data=row_normal("0", 0) + row_offset_spread("1e30", 20) * 16),
+        "nc_only": case(bn_shape("nchw", 8, 33, 1), bias="seeded",
+                        data=row_normal("1e4", -2) * 33),
+        "nan_inf_channels": case(bn_shape("nchw", 2, 4, 17), data=nan_data),
+        "nan_inf_nhwc": case(bn_shape("nhwc", 2, 4, 17), data=nan_data),
+        "units_2049": case(bn_shape("nchw", 3, 1, 2049), data=row_offset_spread("2^32", 10)),
+        "units_1024": case(bn_shape("nchw", 7, 1, 1024), data=row_normal("1e4", 0)),
+        "nhwc_chunks": case(bn_shape("nhwc", 69, 1, 39), data=row_normal("1e6", 0)),
+        "extremes": case(bn_shape("nhwc", 3, 4, 15), eps="min_sub", weight="hard",
+                         data=row_offset_spread("3e38", 2) + row_offset_spread("1e-40", 3)
+                         + row_constant(hard("max")) + row_offset_spread("-3e38", 30)),
+        "constant_eps0": case(bn_shape("nchw", 3, 2, 7), eps="0",
+                              data=row_constant(small(7)) + row_sparse(True, [], 21)),
+        "neg_zero_eps": case(bn_shape("nhwc", 3, 2, 7), eps="-0",
+                             data=row_constant(hard("min_sub")) + row_constant(bytes([0, 27]))),
+        "eps_nan": case(bn_shape("nchw", 2, 3, 4), eps=0x7FC00000, data=row_normal("0", 0)),
+        "eps_max": case(bn_shape("nchw", 2, 3, 4), eps="max", data=row_normal("1e30", 39)),
+        "empty_n": case(bn_shape("nchw", 0, 5, 16)),
+        "empty_spatial": case(bn_shape("nhwc", 3, 5, 0)),
+        "no_channels": case(bn_shape("nhwc", 3, 0, 5)),
+        "threaded_nchw": case(bn_big("nchw", 2, 2), weight="seeded", data=row_normal("1e4", 0)),
+        "threaded_nhwc": case(bn_big("nhwc", 3, 0), data=row_normal("1e4", 0) * 17),
+        "streamed": case(bn_big("nhwc", 1, 0, stream=True), data=row_normal("1e4", 0) * 3),
+    }
+    return seeds
+
+
+def bn_train_seeds():
+    case = bn_train_case
+    seeds = bn_common_seeds(case)
+    seeds.update({
+        "single_value": case(bn_shape("nchw", 1, 5, 1), data=row_normal("0", 0) * 5),
+        "onnx_running": case(bn_shape("nhwc", 5, 3, 9), momentum=("onnx", 0.9),
+                             rm=running("seeded"), rv=running("seeded", seed=4),
+                             data=row_normal("1e4", 0) * 3),
+        "cumulative_max": case(bn_shape("nchw", 5, 3, 9), momentum=("cumulative", 2**64 - 1),
+                               data=row_normal("1e4", 0) * 3),
+        "cumulative_0": case(bn_shape("nchw", 2, 2, 2), momentum=("cumulative", 0),
+                             data=row_values([small(1), small(2), small(3), small(5)]) * 2),
+        "momentum_0_hard_running": case(bn_shape("nchw", 2, 3, 3), momentum=("pytorch", 0.0),
+                                        rm=running("each", value=[hard("inf"), hard("nan"), hard("max")]),
+                                        rv=running("each", value=[hard("-inf"), small(-4), hard("min_sub")]),
+                                        data=row_normal("0", 0) * 3),
+        "momentum_nan": case(bn_shape("nchw", 2, 3, 4), momentum=("pytorch", "nan"),
+                             data=row_normal("0", 0) * 3),
+        "momentum_above_1_untracked": case(bn_shape("nchw", 2, 3, 4), momentum=("onnx", "above_1"),
+                                           track=False, data=row_normal("0", 0) * 3),
+    })
+    for kind in range(12):
+        seeds[f"bad_arg_{kind}"] = case(bn_shape("nchw", 2, 3, 5), weight="ones", bias="ones",
+                                        corrupt=(kind, 6 + kind), data=row_normal("1e4", 0) * 3)
+    return seeds
+
+
+def bn_infer_seeds():
+    case = bn_infer_case
+    seeds = bn_common_seeds(case)
+    seeds.update({
+        "seeded_running": case(bn_shape("nhwc", 4, 5, 3), rm=running("seeded"),
+                               rv=running("seeded", seed=4), weight="seeded",
+                               data=row_normal("0", 0) * 5),
+        "zero_var_eps0": case(bn_shape("nchw", 2, 2, 3), eps="0", rv=running("same", value=hard("0")),
+                              data=row_values([small(0), small(1), small(-1)] * 2) * 2),
+        "subnormal_var_big_weight": case(bn_shape("nchw", 2, 3, 3), eps="0", weight="hard",
+                                         rm=running("each", value=[bytes([0, 27]), small(4), hard("0")]),
+                                         rv=running("same", value=hard("min_sub")),
+                                         data=row_constant(bytes([0, 27])) + row_normal("1e-30", -100 + 60)
+                                         + row_sparse(False, [(2, hard("min_sub"))], 6)),
+        "negative_var": case(bn_shape("nhwc", 2, 3, 2), rv=running("each", value=[small(-4), hard("nan"), hard("inf")]),
+                             rm=running("each", value=[hard("inf"), small(1), hard("-inf")]),
+                             data=row_values([hard("inf"), small(1), hard("0"), hard("-inf")]) * 3),
+    })
+    for kind in range(9):
+        seeds[f"bad_arg_{kind}"] = case(bn_shape("nchw", 2, 3, 5), weight="ones", bias="ones",
+                                        corrupt=(kind, 6 + kind), data=row_normal("1e4", 0) * 3)
+    return seeds
+
+
+SYNC_SPATIAL = [1, 1, 2, 3, 4, 7, 8, 16, 49, 64, 100, 256, 1000, 1024, 2048, 3000]
+SYNC_CHANNELS = [0, 1, 1, 2, 3, 5, 16, 17, 33, 64, 65, 100, 300, 1025]
+
+
+def bn_sync_case(layout, spatial, c, j, shards, last, eps="1e-5", momentum=("pytorch", 0.1),
+                 corrupt=None, data=b""):
+    head = (bytes([0 if layout == "nchw" else 1, SYNC_SPATIAL.index(spatial),
+                   SYNC_CHANNELS.index(c), j, shards - 1]) + u16(last))
+    return (head + bn_eps(eps) + params("seeded") + params("seeded", seed=5)
+            + bn_momentum(*momentum) + b"\x00" + running("seeded") + running("seeded", seed=4)
+            + no_corrupt(corrupt) + data)
+
+
+def bn_sync_seeds():
+    case = bn_sync_case
+    seeds = {
+        "nchw_7x7_3_shards": case("nchw", 49, 2, 0, 3, 10, data=row_normal("1e4", 0) * 2),
+        "nchw_1024_4_shards": case("nchw", 1024, 1, 1, 4, 1, data=row_offset_spread("1e6", 20)),
+        "nhwc_16_2_shards": case("nhwc", 16, 16, 0, 2, 5, data=row_normal("1e4", 0) * 16),
+        "nc_3_shards": case("nchw", 1, 3, 0, 3, 100, momentum=("onnx", 0.9),
+                            data=row_normal("0", 0) * 3),
+        "nhwc_nan": case("nhwc", 4, 5, 1, 2, 3,
+                         data=row_normal("0", 0, injected=inject("nan", 3, 1024)) * 5),
+        "odd_spatial_one_shard": case("nhwc", 7, 3, 0, 2, 40, data=row_normal("1e4", 0) * 3),
+        "single_value": case("nchw", 1, 2, 0, 1, 0, data=row_normal("0", 0) * 2),
+        "eps_nan": case("nchw", 49, 2, 0, 2, 3, eps=0x7FC00000),
+        "cumulative": case("nchw", 64, 5, 0, 2, 7, momentum=("cumulative", 2**53),
+                           data=row_normal("1e30", 0) * 5),
+    }
+    for kind in range(6):
+        seeds[f"bad_arg_{kind}"] = case("nchw", 49, 2, 0, 2, 3, corrupt=(kind, 6 + kind),
+                                        data=row_normal("1e4", 0) * 2)
+    return seeds
+
+
 def write(target, seeds):
     folder = os.path.join(HERE, "corpus", target)
     os.makedirs(folder, exist_ok=True)
@@ -264,3 +460,6 @@ if __name__ == "__main__":
     write("rms_norm", row_seeds("rms_norm"))
     write("moments", moments_seeds())
     write("stream_copy", copy_seeds())
+    write("batch_norm_infer", bn_infer_seeds())
+    write("batch_norm_train", bn_train_seeds())
+    write("batch_norm_sync", bn_sync_seeds())

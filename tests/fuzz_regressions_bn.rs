@@ -1,0 +1,87 @@
+//! Failures found by the BatchNorm fuzz targets (fuzz/fuzz_targets/batch_norm_*.rs),
+//! each as a plain test with a small input that shows it. A bug still open in
+//! src/ gets `#[ignore = "bug: ..."]` and a narrow known-bug exception in
+//! fuzz/src/batch_norm.rs (`scaled_mean_overflows`); when it is fixed, both go.
+
+use simdnorm::{BatchNorm, BatchShape, Isa, Layout, TrainStats};
+
+/// A channel whose map `a = rstd * gamma` leaves `[2^-64, 2^64]` runs as
+/// `y = (x * 2^k - hi) * a' + b` with `hi = mean * 2^k` rounded to f32
+/// (src/batch_norm/exec.rs, `Coefficients::new`). When `|mean| * 2^k`
+/// exceeds f32::MAX, `hi` is infinite and every element equal to the mean
+/// gives `inf - inf = NaN`, though its exact output is beta (z = 0). Here a
+/// constant channel of 1e26 with gamma 1e30 and eps 1e-5: rstd ~316,
+/// a ~3e32 ~ 2^108, k = 44, 1e26 * 2^44 ~ 1.8e39 > f32::MAX. The contract
+/// says a constant channel outputs beta exactly when eps > 0. Found by
+/// batch_norm_train (seed `extremes`: a constant f32::MAX channel, eps 1e-45).
+#[test]
+#[ignore = "bug: BatchNorm training outputs NaN, not beta, for a constant channel whose mean * 2^k (the rescaled map) overflows f32"]
+fn constant_channel_with_huge_scaled_mean_outputs_beta() {
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for (value, eps, gamma) in [(1e26f32, 1e-5f32, 1e30f32), (f32::MAX, 1e-45, 1.0)] {
+            let sh = BatchShape::new(layout, 2, 1, 2);
+            let x = [value; 4];
+            let (w, b) = ([gamma], [0.25f32]);
+            for isa in Isa::available() {
+                let mut y = [0.0f32; 4];
+                let (mut mean, mut rstd) = ([0.0f32], [0.0f32]);
+                BatchNorm::new()
+                    .eps(eps)
+                    .weight(&w)
+                    .bias(&b)
+                    .isa(isa)
+                    .parallel(false)
+                    .forward_train(
+                        sh,
+                        &x,
+                        &mut y,
+                        TrainStats {
+                            saved_mean: &mut mean,
+                            saved_rstd: &mut rstd,
+                            running: None,
+                        },
+                    )
+                    .unwrap();
+                assert_eq!(mean[0], value, "{isa} {layout:?}");
+                assert_eq!(
+                    y, [b[0]; 4],
+                    "{isa} {layout:?}: x = {value:e}, eps = {eps:e}, gamma = {gamma:e}"
+                );
+            }
+        }
+    }
+}
+
+/// The same overflow in inference: `x == running_mean == 1e38`, running
+/// variance 1e-45, eps 0, gamma 1e30 (rstd ~2.7e22, a ~2^175, k = 111):
+/// `z = 0`, so `y` must be beta; it is NaN.
+/// Found by batch_norm_infer (seed `subnormal_var_big_weight`: mean 1e38,
+/// variance 1e-45, eps 0, gamma 1e30).
+#[test]
+#[ignore = "bug: BatchNorm inference outputs NaN, not beta, where x equals a running mean whose rescaled value overflows f32"]
+fn inference_at_the_mean_with_huge_scaled_mean_outputs_beta() {
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for (value, var, eps, gamma) in [
+            (1e26f32, 1.0f32, 1e-5f32, 1e30f32),
+            (1e38, 1e-45, 0.0, 1e30),
+        ] {
+            let sh = BatchShape::new(layout, 1, 1, 3);
+            let x = [value; 3];
+            let (w, b) = ([gamma], [-2.0f32]);
+            for isa in Isa::available() {
+                let mut y = [0.0f32; 3];
+                BatchNorm::new()
+                    .eps(eps)
+                    .weight(&w)
+                    .bias(&b)
+                    .isa(isa)
+                    .forward_inference(sh, &x, &mut y, &[value], &[var])
+                    .unwrap();
+                assert_eq!(
+                    y, [b[0]; 3],
+                    "{isa} {layout:?}: x = rm = {value:e}, rv = {var:e}"
+                );
+            }
+        }
+    }
+}
