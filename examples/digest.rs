@@ -6,7 +6,10 @@
 //!
 //! `cargo run --release --example digest`
 
-use simdnorm::{Isa, LayerNorm, Moments, RmsNorm, Rows, RowsMut};
+use simdnorm::{
+    BatchNorm, BatchShape, Isa, LayerNorm, Layout, Moments, Momentum, RmsNorm, Rows, RowsMut,
+    RunningStats, TrainStats,
+};
 
 /// FNV-1a over the bits of a slice of f32: cheap, stable, good enough to tell
 /// two outputs apart.
@@ -72,6 +75,35 @@ fn main() -> Result<(), simdnorm::Error> {
         ]);
         // The ISA name is left out so that lines from different machines diff cleanly.
         println!("layer_norm {ln:016x}\nrms_norm {rms:016x}\nmoments {moments:016x}");
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            // [4, 40, 100]: 40 channels of 400 values, the rows reused as data.
+            let shape = BatchShape::new(layout, 4, 40, 100);
+            let weight = &weight[..40];
+            let bias = &bias[..40];
+            let bn = BatchNorm::new().weight(weight).bias(bias).isa(isa);
+            let (mut run_mean, mut run_var) = (vec![0.5f32; 40], vec![2.0f32; 40]);
+            let (mut save_mean, mut save_rstd) = (vec![0.0f32; 40], vec![0.0f32; 40]);
+            bn.forward_train(
+                shape,
+                &x[..16_000],
+                &mut y[..16_000],
+                TrainStats {
+                    saved_mean: &mut save_mean,
+                    saved_rstd: &mut save_rstd,
+                    running: Some(RunningStats {
+                        mean: &mut run_mean,
+                        var: &mut run_var,
+                        momentum: Momentum::PyTorch(0.1),
+                    }),
+                },
+            )?;
+            let train = fnv(&[&y[..16_000], &save_mean, &save_rstd, &run_mean, &run_var].concat());
+            bn.forward_inference(shape, &x[..16_000], &mut y[..16_000], &run_mean, &run_var)?;
+            let infer = fnv(&y[..16_000]);
+            println!(
+                "batch_norm_train_{layout:?} {train:016x}\nbatch_norm_infer_{layout:?} {infer:016x}"
+            );
+        }
     }
     Ok(())
 }
