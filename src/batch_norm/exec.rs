@@ -176,7 +176,7 @@ fn chunk_pass(
     });
 }
 
-/// Per-channel coefficients of `y = (x*scale - hi) * a + b`.
+/// Per-channel coefficients of `y = (x - hi) * scale * a + b`.
 pub(super) struct Coefficients {
     /// Powers of two, `None` when all are 1 (the usual case).
     pub scale: Option<Vec<f32>>,
@@ -187,9 +187,10 @@ pub(super) struct Coefficients {
 
 /// `log2` of the power of two that keeps `a = rstd * gamma` of a channel
 /// inside `[2^-64, 2^64]` (0 for most channels): a channel of spread
-/// ~1e-40 (subnormals) with `eps = 0` has `rstd` ~1e40, beyond f32. Scaling
-/// `x`, the mean and `a` by powers of two is exact, so such channels keep
-/// full precision; `x * 2^k` overflows only where `y` itself would.
+/// ~1e-40 (subnormals) with `eps = 0` has `rstd` ~1e40, beyond f32. The
+/// scale multiplies `x - hi` (exact: a power of two), never `x` itself, so
+/// it overflows only where `y` would: scaling `x` first turned a channel of
+/// huge mean and huge `a` into `inf - inf` (found by fuzzing).
 fn apply_scale_log2(a: f64) -> i32 {
     if !a.is_finite() || a == 0.0 {
         return 0;
@@ -224,7 +225,7 @@ impl Coefficients {
         for ch in 0..c {
             let a = rstd(ch) * weight.map_or(1.0, |w| w[ch] as f64);
             let sc = 2f64.powi(apply_scale_log2(a));
-            let (a, m) = (a / sc, mean(ch) * sc);
+            let m = mean(ch);
             let hi = m as f32;
             let lo = m - hi as f64;
             let beta = bias.map_or(0.0, |b| b[ch] as f64);
@@ -232,7 +233,7 @@ impl Coefficients {
             let b = if lo == 0.0 { beta } else { beta - lo * a };
             scale.push(sc as f32);
             out.hi.push(hi);
-            out.a.push(a as f32);
+            out.a.push((a / sc) as f32);
             out.b.push(b as f32);
         }
         if scale.iter().any(|&v| v != 1.0) {
@@ -242,7 +243,7 @@ impl Coefficients {
     }
 }
 
-/// Writes `y = (x*scale[c] - hi[c]) * a[c] + b[c]` over the whole tensor.
+/// Writes `y = (x - hi[c]) * scale[c] * a[c] + b[c]` over the whole tensor.
 pub(super) fn apply(
     k: &Kernels,
     g: Geometry,

@@ -880,7 +880,7 @@ pub(crate) fn chunk_moments<S: Simd>(s: S, job: ChunkJob<'_>) {
     }
 }
 
-/// One vector's affine coefficients: `y = (x*scale - hi) * a + b`
+/// One vector's affine coefficients: `y = (x - hi) * scale * a + b`
 /// (`scale` only read when the map is SCALED).
 #[derive(Clone, Copy)]
 struct Affine<S: Simd> {
@@ -890,12 +890,13 @@ struct Affine<S: Simd> {
     b: S::V,
 }
 
-/// `(x*scale - hi) * a + b` (`x - hi` unless SCALED), rounded after each
-/// operation.
+/// `(x - hi) * scale * a + b` (no `* scale` unless SCALED), rounded after
+/// each operation.
 #[inline(always)]
 fn affine<S: Simd, const SCALED: bool>(s: S, x: S::V, k: &Affine<S>) -> S::V {
-    let x = if SCALED { s.mul(x, k.scale) } else { x };
-    s.add(s.mul(s.sub(x, k.hi), k.a), k.b)
+    let t = s.sub(x, k.hi);
+    let t = if SCALED { s.mul(t, k.scale) } else { t };
+    s.add(s.mul(t, k.a), k.b)
 }
 
 /// Where [`affine_map`] gets the coefficients of the vector at each offset.
@@ -915,7 +916,7 @@ impl<S: Simd> CoefSource<S> for Affine<S> {
     }
 }
 
-/// `y = (x*scale - hi) * a + b` over `dst.len()` values, with the coefficient
+/// `y = (x - hi) * scale * a + b` over `dst.len()` values, with the coefficient
 /// vectors from `coef`; streaming stores from the first 64-byte boundary of
 /// `dst` when `stream`.
 ///
