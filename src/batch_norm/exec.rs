@@ -286,6 +286,35 @@ pub(super) fn apply(
         };
         apply_planes(k, job, par);
     }
+    canonicalize_nan_channels(g, y, coef);
+}
+
+/// Rewrites the output of every channel whose coefficients are not finite
+/// (a NaN or ±inf in its batch statistics, or in the running statistics
+/// given) as the one canonical NaN. The arithmetic already made those
+/// outputs NaN, but with two NaN operands x86 returns the first one's
+/// payload and LLVM may commute operands differently per ISA, so the bits
+/// would differ between ISAs (found by fuzzing). O(c) to check; the rewrite
+/// touches only such channels.
+fn canonicalize_nan_channels(g: Geometry, y: &mut [f32], coef: &Coefficients) {
+    let finite = |c: usize| {
+        coef.hi[c].is_finite()
+            && coef.a[c].is_finite()
+            && coef.b[c].is_finite()
+            && coef.scale.as_ref().is_none_or(|s| s[c].is_finite())
+    };
+    for c in (0..g.c).filter(|&c| !finite(c)) {
+        if g.rows_of_channels {
+            y.iter_mut()
+                .skip(c)
+                .step_by(g.c)
+                .for_each(|v| *v = f32::NAN);
+        } else {
+            for plane in y.chunks_mut(g.spatial).skip(c).step_by(g.c) {
+                plane.fill(f32::NAN);
+            }
+        }
+    }
 }
 
 fn apply_planes(k: &Kernels, job: PlaneJob<'_>, par: bool) {
