@@ -356,7 +356,8 @@ def bn_common_seeds(case):
         "no_channels": case(bn_shape("nhwc", 3, 0, 5)),
         "threaded_nchw": case(bn_big("nchw", 2, 2), weight="seeded", data=row_normal("1e4", 0)),
         "threaded_nhwc": case(bn_big("nhwc", 3, 0), data=row_normal("1e4", 0) * 17),
-        "streamed": case(bn_big("nhwc", 1, 0, stream=True), data=row_normal("1e4", 0) * 3),
+        "streamed": case(bn_big("nhwc", 1, 0, stream=True),
+                         data=bytes([OFFSETS["1e4"], 20]) + u64(5) + b"\x00" + u32(77)),
     }
     return seeds
 
