@@ -1,7 +1,8 @@
 //! Failures found by the BatchNorm fuzz targets (fuzz/fuzz_targets/batch_norm_*.rs),
 //! each as a plain test with a small input that shows it. A bug still open in
 //! src/ gets `#[ignore = "bug: ..."]` and a narrow known-bug exception in
-//! fuzz/src/batch_norm.rs (`scaled_mean_overflows`); when it is fixed, both go.
+//! fuzz/src/batch_norm.rs; when it is fixed, both go (as for the three
+//! below, fixed in 3718977 and 8001dd5).
 
 use simdnorm::{BatchNorm, BatchShape, Isa, Layout, TrainStats};
 
@@ -15,7 +16,6 @@ use simdnorm::{BatchNorm, BatchShape, Isa, Layout, TrainStats};
 /// says a constant channel outputs beta exactly when eps > 0. Found by
 /// batch_norm_train (seed `extremes`: a constant f32::MAX channel, eps 1e-45).
 #[test]
-#[ignore = "bug: BatchNorm training outputs NaN, not beta, for a constant channel whose mean * 2^k (the rescaled map) overflows f32"]
 fn constant_channel_with_huge_scaled_mean_outputs_beta() {
     for layout in [Layout::Nchw, Layout::Nhwc] {
         for (value, eps, gamma) in [(1e26f32, 1e-5f32, 1e30f32), (f32::MAX, 1e-45, 1.0)] {
@@ -58,7 +58,6 @@ fn constant_channel_with_huge_scaled_mean_outputs_beta() {
 /// Found by batch_norm_infer (seed `subnormal_var_big_weight`: mean 1e38,
 /// variance 1e-45, eps 0, gamma 1e30).
 #[test]
-#[ignore = "bug: BatchNorm inference outputs NaN, not beta, where x equals a running mean whose rescaled value overflows f32"]
 fn inference_at_the_mean_with_huge_scaled_mean_outputs_beta() {
     for layout in [Layout::Nchw, Layout::Nhwc] {
         for (value, var, eps, gamma) in [
@@ -94,7 +93,6 @@ fn inference_at_the_mean_with_huge_scaled_mean_outputs_beta() {
 /// by writing one canonical NaN for a non-finite row. Found by
 /// batch_norm_infer and batch_norm_train (NaN in x, NaN/inf running stats).
 #[test]
-#[ignore = "bug: BatchNorm NaN outputs differ in sign/payload between ISAs (inference and training)"]
 fn nan_outputs_have_the_same_bits_on_every_isa() {
     let nans = [
         f32::NAN,

@@ -589,17 +589,6 @@ pub fn same_bits(got: &[f32], want: &[f32], ctx: &str, what: &str) {
     compare(got, want, differ, ctx, what);
 }
 
-/// [`same_bits`] for output buffers, where any NaN matches any NaN: known
-/// bug (tests/fuzz_regressions_bn.rs, ignored there), the NaN an output
-/// element gets differs in sign and payload between ISAs. Drop this for
-/// [`same_bits`] once the crate writes one NaN for every ISA.
-#[track_caller]
-pub fn same_output_bits(got: &[f32], want: &[f32], ctx: &str, what: &str) {
-    let differ =
-        |i: usize| got[i].to_bits() != want[i].to_bits() && !(got[i].is_nan() && want[i].is_nan());
-    compare(got, want, differ, ctx, what);
-}
-
 #[track_caller]
 fn compare(got: &[f32], want: &[f32], differ: impl Fn(usize) -> bool, ctx: &str, what: &str) {
     let first = (0..got.len().min(want.len())).find(|&i| differ(i));
@@ -677,28 +666,12 @@ impl TrainOut {
             "{ctx}: {what}: result {:?} vs {:?}",
             self.result, other.result
         );
-        same_output_bits(&self.y, &other.y, ctx, &format!("{what}: output"));
+        same_bits(&self.y, &other.y, ctx, &format!("{what}: output"));
         same_bits(&self.mean, &other.mean, ctx, &format!("{what}: saved mean"));
         same_bits(&self.rstd, &other.rstd, ctx, &format!("{what}: saved rstd"));
         same_bits(&self.rm, &other.rm, ctx, &format!("{what}: running mean"));
         same_bits(&self.rv, &other.rv, ctx, &format!("{what}: running var"));
     }
-}
-
-/// Known bug (tests/fuzz_regressions_bn.rs, ignored there): a channel whose
-/// map `a = rstd * w` leaves `[2^-64, 2^64]` runs on `x * 2^k` with
-/// `hi = mean * 2^k` in f32 (src/batch_norm/exec.rs); when that overflows,
-/// elements equal to the mean give NaN instead of beta. True for channels
-/// where this happens, so that the harness lets those NaNs through (and
-/// nothing else) until the crate is fixed.
-pub fn scaled_mean_overflows(mean: f64, rstd: f64, w: f32) -> bool {
-    let a = rstd * w as f64;
-    if !a.is_finite() || a == 0.0 {
-        return false;
-    }
-    let e = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
-    let k = if e > 64 { e - 64 } else { 0 }.clamp(0, 126);
-    k > 0 && ((mean * 2f64.powi(k)) as f32).is_infinite()
 }
 
 /// Whether the reference checks value `k` of `len`: all of them, except in
@@ -766,17 +739,11 @@ pub fn check_train_reference(
                 continue;
             }
             let z = (v as f64 - r.mean) * rstd;
-            if y.is_nan() && z == 0.0 && scaled_mean_overflows(r.mean, rstd, case.w(c)) {
-                continue; // known bug, tests/fuzz_regressions_bn.rs
-            }
             if let Err(msg) = case.element(c, y, z) {
                 panic!("{}, value {k} (x = {v:e}): {msg}", cctx());
             }
         }
-        if eps > 0.0
-            && vals.iter().all(|&v| v == vals[0])
-            && !scaled_mean_overflows(r.mean, rstd, case.w(c))
-        {
+        if eps > 0.0 && vals.iter().all(|&v| v == vals[0]) {
             let (w, b) = (case.w(c), case.b(c));
             if w.is_finite() && b.is_finite() {
                 for (k, &y) in ys.iter().enumerate() {
