@@ -150,3 +150,25 @@ fn nan_outputs_have_the_same_bits_on_every_isa() {
     }
     assert!(bad.is_empty(), "NaN bits differ from Portable: {bad:?}");
 }
+
+/// `x - mean` is computed in f32 by the output map, so it overflows to ±inf
+/// when `x` and the mean sit near ±f32::MAX on opposite sides, although
+/// `(x - mean) * rstd` is finite: here x = -3.3e38, running mean 1e38,
+/// running variance 1e38 gives y = -inf where the reference is -4.9e19.
+/// Found by the CI fuzz smoke (batch_norm_infer). The row kernels avoid this
+/// by rescaling rows of extreme magnitude; BatchNorm's map needs the same for
+/// channels whose mean is beyond ~2^126.
+#[test]
+#[ignore = "bug: BatchNorm x - mean overflows f32 for x and mean near f32::MAX with opposite signs"]
+fn difference_beyond_f32_max_stays_finite() {
+    let sh = BatchShape::new(Layout::Nchw, 1, 1, 2);
+    let x = [-3.314_973e38f32, 1e38];
+    let mut y = [0.0f32; 2];
+    BatchNorm::new()
+        .eps(7.8125e-3)
+        .forward_inference(sh, &x, &mut y, &[1e38], &[1e38])
+        .unwrap();
+    let want = (-3.314_973e38f64 - 1e38) / (1e38f64 + 7.8125e-3).sqrt();
+    assert!(y[0].is_finite(), "y = {}, want {want:e}", y[0]);
+    assert!(((y[0] as f64 - want) / want).abs() < 1e-6);
+}
