@@ -4,14 +4,17 @@
 //! whichever thread runs it, so any split gives the same bits; the split only
 //! decides speed. Work is cut in halves (rayon `join`) until a block is below
 //! [`MIN_ELEMS_PER_TASK`], so tiny inputs never pay for a thread hand-off and
-//! large ones balance by work stealing. The thresholds were measured with the
-//! bench tool (`cargo run --release --example bench`), see README.
+//! large ones balance by work stealing. The threshold is an estimate, not yet
+//! tuned: single rows ([1,768], [1,4096]) take the same time at 1 and 2
+//! threads in the bench tool, so they do not hand off, but the crossover
+//! itself has not been measured.
 
 use crate::kernels::RowJob;
 
-/// Below this many elements a call runs on the caller's thread: a rayon
-/// hand-off costs a few microseconds, about what 32K elements of LayerNorm take
-/// on one core.
+/// Below this many elements a call runs on the caller's thread: roughly the
+/// few microseconds of LayerNorm work (at the ~0.25 ns per element the bench
+/// tool shows for [1,4096]) that a rayon hand-off is expected to cost; the
+/// hand-off cost itself was not measured.
 pub(crate) const MIN_ELEMS_PER_TASK: usize = 1 << 15;
 
 /// Runs `kernel` over `job`, split across the current rayon pool when the

@@ -9,7 +9,8 @@ use crate::{Error, parallel};
 
 /// Outputs at least this large are written with non-temporal stores: they
 /// would not stay in cache anyway (L3 is 32 MiB per Zen 4 CCD), and skipping
-/// the read-for-ownership saves a third of the memory traffic.
+/// the read-for-ownership saves a third of the memory traffic (reasoning, not
+/// a measurement: the threshold has not been swept with the bench tool).
 pub(crate) const STREAM_MIN_BYTES: usize = 16 << 20;
 
 /// The options every row operator takes.
