@@ -99,16 +99,6 @@ impl Simd for Avx2Fma {
     lanewise!(add, _mm256_add_ps);
     lanewise!(sub, _mm256_sub_ps);
     lanewise!(mul, _mm256_mul_ps);
-    lanewise!(min, _mm256_min_ps);
-    lanewise!(max, _mm256_max_ps);
-    #[inline(always)]
-    fn abs(self, a: V2) -> V2 {
-        // SAFETY: see the impl comment.
-        unsafe {
-            let mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-            V2(_mm256_and_ps(a.0, mask), _mm256_and_ps(a.1, mask))
-        }
-    }
     #[inline(always)]
     fn to_array(self, v: V2) -> [f32; LANES] {
         let mut out = [0.0; LANES];

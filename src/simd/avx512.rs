@@ -85,21 +85,6 @@ impl Simd for Avx512 {
         unsafe { _mm512_mul_ps(a, b) }
     }
     #[inline(always)]
-    fn min(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_min_ps(a, b) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_max_ps(a, b) }
-    }
-    #[inline(always)]
-    fn abs(self, a: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_abs_ps(a) }
-    }
-    #[inline(always)]
     fn to_array(self, v: __m512) -> [f32; LANES] {
         let mut out = [0.0; LANES];
         self.store(&mut out, v);

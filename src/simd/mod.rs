@@ -37,8 +37,7 @@ pub(crate) const LANES: usize = 16;
 ///
 /// All operations are lane-wise IEEE-754 single precision with
 /// round-to-nearest-even and no flush-to-zero, so they give the same bits on
-/// every implementation. `min` and `max` are only called on finite values
-/// (NaN ordering differs between ISAs; callers check finiteness first).
+/// every implementation.
 pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// `LANES` lanes of `f32`.
     type V: Copy;
@@ -60,13 +59,6 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
-    // min/max/abs serve BatchNorm's per-channel magnitude checks.
-    #[allow(dead_code)]
-    fn min(self, a: Self::V, b: Self::V) -> Self::V;
-    #[allow(dead_code)]
-    fn max(self, a: Self::V, b: Self::V) -> Self::V;
-    #[allow(dead_code)]
-    fn abs(self, a: Self::V) -> Self::V;
 
     fn to_array(self, v: Self::V) -> [f32; LANES];
 }
@@ -84,21 +76,6 @@ pub(crate) fn hsum(mut a: [f32; LANES]) -> f32 {
         width /= 2;
     }
     a[0]
-}
-
-/// Horizontal minimum and maximum (exact, so the order does not matter for
-/// finite values).
-#[inline(always)]
-#[allow(dead_code)]
-pub(crate) fn hmin(a: [f32; LANES]) -> f32 {
-    a.iter().copied().fold(a[0], f32::min)
-}
-
-/// See [`hmin`].
-#[inline(always)]
-#[allow(dead_code)]
-pub(crate) fn hmax(a: [f32; LANES]) -> f32 {
-    a.iter().copied().fold(a[0], f32::max)
 }
 
 /// Loads up to `LANES` values, filling the missing lanes with `fill`.

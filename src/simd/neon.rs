@@ -100,20 +100,6 @@ impl Simd for Neon {
     lanewise!(add, vaddq_f32);
     lanewise!(sub, vsubq_f32);
     lanewise!(mul, vmulq_f32);
-    lanewise!(min, vminq_f32);
-    lanewise!(max, vmaxq_f32);
-    #[inline(always)]
-    fn abs(self, a: V4) -> V4 {
-        // SAFETY: see the impl comment.
-        unsafe {
-            V4([
-                vabsq_f32(a.0[0]),
-                vabsq_f32(a.0[1]),
-                vabsq_f32(a.0[2]),
-                vabsq_f32(a.0[3]),
-            ])
-        }
-    }
     #[inline(always)]
     fn to_array(self, v: V4) -> [f32; LANES] {
         let mut out = [0.0; LANES];

@@ -46,18 +46,6 @@ impl Simd for Portable {
         a * b
     }
     #[inline(always)]
-    fn min(self, a: f32x16, b: f32x16) -> f32x16 {
-        a.fast_min(b)
-    }
-    #[inline(always)]
-    fn max(self, a: f32x16, b: f32x16) -> f32x16 {
-        a.fast_max(b)
-    }
-    #[inline(always)]
-    fn abs(self, a: f32x16) -> f32x16 {
-        a.abs()
-    }
-    #[inline(always)]
     fn to_array(self, v: f32x16) -> [f32; LANES] {
         v.to_array()
     }
