@@ -1,8 +1,9 @@
 //! Failures found by the BatchNorm fuzz targets (fuzz/fuzz_targets/batch_norm_*.rs),
 //! each as a plain test with a small input that shows it. A bug still open in
 //! src/ gets `#[ignore = "bug: ..."]` and a narrow known-bug exception in
-//! fuzz/src/batch_norm.rs; when it is fixed, both go (as for the three
-//! below, fixed in 3718977 and 8001dd5).
+//! fuzz/src/batch_norm.rs; when it is fixed, both go (as for every test
+//! below: fixed in 3718977, 8001dd5 and with the overflow recomputation in
+//! src/batch_norm/exec.rs).
 
 use simdnorm::{BatchNorm, BatchShape, Isa, Layout, TrainStats};
 
@@ -151,24 +152,94 @@ fn nan_outputs_have_the_same_bits_on_every_isa() {
     assert!(bad.is_empty(), "NaN bits differ from Portable: {bad:?}");
 }
 
-/// `x - mean` is computed in f32 by the output map, so it overflows to ±inf
+/// `x - mean` is computed in f32 by the output map, so it overflowed to ±inf
 /// when `x` and the mean sit near ±f32::MAX on opposite sides, although
-/// `(x - mean) * rstd` is finite: here x = -3.3e38, running mean 1e38,
-/// running variance 1e38 gives y = -inf where the reference is -4.9e19.
-/// Found by the CI fuzz smoke (batch_norm_infer). The row kernels avoid this
-/// by rescaling rows of extreme magnitude; BatchNorm's map needs the same for
-/// channels whose mean is beyond ~2^126.
+/// `(x - mean) * rstd` is finite: x = -3.3e38, running mean 1e38, running
+/// variance 1e38 gave y = -inf where the reference is -4.9e19. Found by the
+/// CI fuzz smoke (batch_norm_infer); fixed by recomputing such elements as
+/// `(x/2 - mean/2) * 2a + b` (src/batch_norm/exec.rs). Both layouts, every
+/// ISA, with weight and bias; the element that did not overflow keeps the
+/// kernel's bits.
 #[test]
-#[ignore = "bug: BatchNorm x - mean overflows f32 for x and mean near f32::MAX with opposite signs"]
 fn difference_beyond_f32_max_stays_finite() {
-    let sh = BatchShape::new(Layout::Nchw, 1, 1, 2);
-    let x = [-3.314_973e38f32, 1e38];
-    let mut y = [0.0f32; 2];
-    BatchNorm::new()
-        .eps(7.8125e-3)
-        .forward_inference(sh, &x, &mut y, &[1e38], &[1e38])
-        .unwrap();
-    let want = (-3.314_973e38f64 - 1e38) / (1e38f64 + 7.8125e-3).sqrt();
-    assert!(y[0].is_finite(), "y = {}, want {want:e}", y[0]);
-    assert!(((y[0] as f64 - want) / want).abs() < 1e-6);
+    let (x0, x1, mean, var, eps) = (-3.314_973e38f32, 1e38f32, 1e38f32, 1e38f32, 7.8125e-3f32);
+    let (gamma, beta) = (0.75f32, -2.0f32);
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        // Two channels: channel 0 holds the hard pair, channel 1 ordinary values.
+        let sh = BatchShape::new(layout, 1, 2, 2);
+        let x = match layout {
+            Layout::Nchw => [x0, x1, 1.0, 2.0],
+            Layout::Nhwc => [x0, 1.0, x1, 2.0],
+        };
+        let hard = match layout {
+            Layout::Nchw => [0, 1],
+            Layout::Nhwc => [0, 2],
+        };
+        for isa in Isa::available() {
+            let mut y = [0.0f32; 4];
+            BatchNorm::new()
+                .eps(eps)
+                .weight(&[gamma, 1.0])
+                .bias(&[beta, 0.0])
+                .isa(isa)
+                .forward_inference(sh, &x, &mut y, &[mean, 1.5], &[var, 0.25])
+                .unwrap();
+            let rstd = 1.0 / (var as f64 + eps as f64).sqrt();
+            for (i, &xi) in hard.iter().zip(&[x0, x1]) {
+                let want = (xi as f64 - mean as f64) * rstd * gamma as f64 + beta as f64;
+                assert!(
+                    y[*i].is_finite(),
+                    "{layout:?} {isa:?}: y = {}, want {want:e}",
+                    y[*i]
+                );
+                let rel = ((y[*i] as f64 - want) / want).abs();
+                assert!(
+                    rel < 1e-6,
+                    "{layout:?} {isa:?}: y = {:e}, want {want:e}",
+                    y[*i]
+                );
+            }
+            // x1 - mean = 0 exactly, so its output is beta to the bit.
+            assert_eq!(y[hard[1]].to_bits(), beta.to_bits(), "{layout:?} {isa:?}");
+        }
+    }
+}
+
+/// The same overflow in training: a channel of {MAX, MAX, -MAX}-like values
+/// has a batch mean near 1.1e38, and `-3.3e38 - mean` exceeds f32::MAX.
+#[test]
+fn training_difference_beyond_f32_max_stays_finite() {
+    let v = 3.3e38f32;
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let sh = BatchShape::new(layout, 3, 1, 1);
+        let x = [v, v, -v];
+        let xs: Vec<f64> = x.iter().map(|&t| t as f64).collect();
+        let mean = xs.iter().sum::<f64>() / 3.0;
+        let var = xs.iter().map(|t| (t - mean) * (t - mean)).sum::<f64>() / 3.0;
+        let rstd = 1.0 / (var + 1e-5f32 as f64).sqrt();
+        for isa in Isa::available() {
+            let mut y = [0.0f32; 3];
+            let (mut sm, mut sr) = ([0.0f32], [0.0f32]);
+            BatchNorm::new()
+                .isa(isa)
+                .forward_train(
+                    sh,
+                    &x,
+                    &mut y,
+                    TrainStats {
+                        saved_mean: &mut sm,
+                        saved_rstd: &mut sr,
+                        running: None,
+                    },
+                )
+                .unwrap();
+            for (k, (&yk, &xk)) in y.iter().zip(&xs).enumerate() {
+                let want = (xk - mean) * rstd;
+                assert!(
+                    (yk as f64 - want).abs() < 1e-5,
+                    "{layout:?} {isa:?} element {k}: y = {yk:e}, want {want:e}"
+                );
+            }
+        }
+    }
 }

@@ -738,9 +738,6 @@ pub fn check_train_reference(
             if !sampled(k, vals.len()) {
                 continue;
             }
-            if diff_overflows_f32(v, r.mean) {
-                continue;
-            }
             let z = (v as f64 - r.mean) * rstd;
             if let Err(msg) = case.element(c, y, z) {
                 panic!("{}, value {k} (x = {v:e}): {msg}", cctx());
@@ -818,14 +815,4 @@ pub fn moments_bits(m: &ChannelMoments) -> (u64, Vec<u64>, Vec<u64>) {
         m.mean.iter().map(|v| v.to_bits()).collect(),
         m.m2.iter().map(|v| v.to_bits()).collect(),
     )
-}
-
-/// Known bug, open (tests/fuzz_regressions_bn.rs,
-/// `difference_beyond_f32_max_stays_finite`, ignored): the output map computes
-/// `x - mean` in f32, which overflows to ±inf when `x` and the mean lie near
-/// ±f32::MAX on opposite sides, though `(x - mean) * rstd` is finite. Elements
-/// where the f64 difference exceeds f32::MAX skip the reference check (every
-/// ISA must still agree bit for bit). Remove with the fix.
-pub fn diff_overflows_f32(x: f32, mean: f64) -> bool {
-    (x as f64 - mean).abs() > f32::MAX as f64
 }

@@ -286,7 +286,45 @@ pub(super) fn apply(
         };
         apply_planes(k, job, par);
     }
+    redo_overflowed_differences(g, x, y, coef);
     canonicalize_nan_channels(g, y, coef);
+}
+
+/// Centres at least this large can overflow `x - hi` for some finite `x`:
+/// `|x - hi| <= f32::MAX + |hi|` rounds to infinity only once `|hi|` reaches
+/// half an ulp of f32::MAX, 2^103. 2^100 leaves a margin.
+const HUGE_CENTRE: f32 = 1_267_650_600_228_229_401_496_703_205_376.0; // 2^100
+
+/// Recomputes, in scalar code, the outputs whose difference `x - hi`
+/// overflowed f32 though `y` itself may be finite (x and the mean near
+/// ±f32::MAX on opposite sides; found by fuzzing). Such elements come out of
+/// the kernel as ±inf or NaN; here they are computed as
+/// `(x/2 - hi/2) * scale * (2a) + b`: halving is exact at these magnitudes and
+/// rounding commutes with powers of two, so where the plain difference does
+/// not overflow this is the same value bit for bit, and where it does the
+/// result is the correctly scaled one. Only channels with `|hi| >= 2^100`
+/// are scanned, so ordinary tensors pay one comparison per channel.
+fn redo_overflowed_differences(g: Geometry, x: &[f32], y: &mut [f32], coef: &Coefficients) {
+    let redo = |c: usize, x: f32, y: &mut f32| {
+        if x.is_finite() && !y.is_finite() {
+            let scale = coef.scale.as_ref().map_or(1.0, |s| s[c]);
+            let d = x * 0.5 - coef.hi[c] * 0.5;
+            *y = d * scale * (coef.a[c] * 2.0) + coef.b[c];
+        }
+    };
+    for c in (0..g.c).filter(|&c| coef.hi[c].abs() >= HUGE_CENTRE) {
+        if g.rows_of_channels {
+            let ys = y.iter_mut().skip(c).step_by(g.c);
+            let xs = x.iter().skip(c).step_by(g.c);
+            xs.zip(ys).for_each(|(&x, y)| redo(c, x, y));
+        } else {
+            let ys = y.chunks_mut(g.spatial).skip(c).step_by(g.c);
+            let xs = x.chunks(g.spatial).skip(c).step_by(g.c);
+            for (xp, yp) in xs.zip(ys) {
+                xp.iter().zip(yp).for_each(|(&x, y)| redo(c, x, y));
+            }
+        }
+    }
 }
 
 /// Rewrites the output of every channel whose coefficients are not finite
