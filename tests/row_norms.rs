@@ -657,3 +657,70 @@ proptest! {
         }
     }
 }
+
+/// The row loop carries each row's statistics pass inside the previous row's
+/// normalize loop (src/kernels/rows.rs). Its sums must be the bits a row
+/// gets on its own: a tensor whose consecutive rows cycle through every input
+/// class (so a carried pass follows NaN, constant, huge, tiny and sorted rows,
+/// and precedes them) gives, on every ISA, out of place and in place, the
+/// same bits as the same rows normalized one call at a time, and finite rows
+/// stay within the bound. Sorted rows make the head-of-row centre miss the
+/// mean, so they take the recentring pass.
+#[test]
+fn carried_statistics_equal_row_by_row() {
+    let mut rng = Prng::new(77);
+    for op in [Op::Layer, Op::Rms] {
+        for cols in [1, 15, 16, 17, 100, 768, 1025] {
+            let mut x = Vec::new();
+            for class in Class::ALL {
+                x.extend(class.row(&mut rng, cols));
+                // A sorted row, ascending or descending, around 5 ± 3.
+                let mut ramp: Vec<f32> =
+                    (0..cols).map(|_| 5.0 + 3.0 * rng.normal() as f32).collect();
+                ramp.sort_by(f32::total_cmp);
+                if rng.below(2) == 0 {
+                    ramp.reverse();
+                }
+                x.extend(ramp);
+            }
+            let mut with_nan = Class::Normal.row(&mut rng, cols);
+            with_nan[cols / 2] = f32::NAN;
+            x.extend(with_nan);
+            x.extend(Class::Normal.row(&mut rng, cols));
+            let rows = x.len() / cols;
+            let w = weight_vec(&mut rng, cols);
+            let b = bias_vec(&mut rng, cols);
+            for &combo in op.affine_combos() {
+                let (weight, bias) = (combo.0.then_some(&w[..]), combo.1.then_some(&b[..]));
+                for isa in Isa::available() {
+                    let what = format!("{op:?} cols={cols} {combo:?} {isa}");
+                    let p = Params::new(isa, 1e-5).affine(weight, bias);
+                    let whole = op.run(&p, &x, cols);
+                    let mut alone = Vec::with_capacity(x.len());
+                    for row in x.chunks(cols) {
+                        alone.extend(op.run(&p, row, cols));
+                    }
+                    assert_same_bits(&whole, &alone, &format!("{what}: whole vs row by row"));
+                    let mut in_place = x.clone();
+                    op.forward_in_place(&p, RowsMut::new(&mut in_place, rows, cols).unwrap())
+                        .unwrap();
+                    assert_same_bits(
+                        &in_place,
+                        &alone,
+                        &format!("{what}: in place vs row by row"),
+                    );
+                    let finite: Vec<usize> = (0..rows)
+                        .filter(|r| x[r * cols..(r + 1) * cols].iter().all(|v| v.is_finite()))
+                        .collect();
+                    for r in finite {
+                        let row = &x[r * cols..(r + 1) * cols];
+                        let y = &whole[r * cols..(r + 1) * cols];
+                        if let Err(e) = check_bound(op, row, cols, weight, bias, 1e-5, y, &what) {
+                            panic!("row {r}: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
