@@ -509,40 +509,69 @@ fn column_sums<S: Simd, const N: usize, const G: usize, T: Terms<S, N>>(
     let mut odd = [[zero; N]; G];
     let full = x.len() / period;
     let col0 = first_block * LANES;
-    let mut r = 0;
-    while r < full {
+    let row = |r: usize| -> &[[f32; LANES]] {
         let at = r * period + col0;
-        let (chunks, _) = x[at..at + LANES * G].as_chunks::<LANES>();
-        let acc = if r.is_multiple_of(2) {
-            &mut even
-        } else {
-            &mut odd
-        };
-        for g in 0..G {
-            let t = pass.terms(s, s.load(&chunks[g]), None, g);
-            accumulate(s, &mut acc[g], t);
-        }
-        r += 1;
+        x[at..at + LANES * G].as_chunks::<LANES>().0
+    };
+    // Two rows per step, each into its own accumulators, every reference
+    // fixed: choosing `even` or `odd` at run time per row had put both in
+    // memory, each add waiting on a store and a reload.
+    let mut r = 0;
+    while r + 1 < full {
+        add_row(s, row(r), &mut even, pass);
+        add_row(s, row(r + 1), &mut odd, pass);
+        r += 2;
+    }
+    if r < full {
+        add_row(s, row(r), &mut even, pass);
     }
     let tail = x.len() - full * period;
-    let acc = if full.is_multiple_of(2) {
-        &mut even
+    if full.is_multiple_of(2) {
+        add_tail(s, x, full * period, tail, col0, &mut even, pass);
     } else {
-        &mut odd
-    };
-    for g in 0..G {
-        let col = col0 + g * LANES;
-        if tail > col {
-            let len = (tail - col).min(LANES);
-            let at = full * period + col;
-            let v = load_padded(s, &x[at..at + len], 0.0);
-            let t = pass.terms(s, v, Some(lane_mask(s, len)), g);
-            accumulate(s, &mut acc[g], t);
-        }
+        add_tail(s, x, full * period, tail, col0, &mut odd, pass);
     }
     for g in 0..G {
         for i in 0..N {
             out[g][i] = s.to_array(s.add(even[g][i], odd[g][i]));
+        }
+    }
+}
+
+/// One row's `G` column blocks into `acc`.
+#[inline(always)]
+fn add_row<S: Simd, const N: usize, const G: usize, T: Terms<S, N>>(
+    s: S,
+    chunks: &[[f32; LANES]],
+    acc: &mut [[S::V; N]; G],
+    pass: &mut T,
+) {
+    for g in 0..G {
+        let t = pass.terms(s, s.load(&chunks[g]), None, g);
+        accumulate(s, &mut acc[g], t);
+    }
+}
+
+/// The short last row (`tail` values from `start`, zero-padded and masked)
+/// into `acc`.
+#[inline(always)]
+fn add_tail<S: Simd, const N: usize, const G: usize, T: Terms<S, N>>(
+    s: S,
+    x: &[f32],
+    start: usize,
+    tail: usize,
+    col0: usize,
+    acc: &mut [[S::V; N]; G],
+    pass: &mut T,
+) {
+    for g in 0..G {
+        let col = col0 + g * LANES;
+        if tail > col {
+            let len = (tail - col).min(LANES);
+            let at = start + col;
+            let v = load_padded(s, &x[at..at + len], 0.0);
+            let t = pass.terms(s, v, Some(lane_mask(s, len)), g);
+            accumulate(s, &mut acc[g], t);
         }
     }
 }
