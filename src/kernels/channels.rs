@@ -134,6 +134,31 @@ fn accumulate<S: Simd, const N: usize>(s: S, acc: &mut [S::V; N], t: [S::V; N]) 
     }
 }
 
+/// Adds one whole chunk's terms to `acc`.
+#[inline(always)]
+fn add_chunk<S: Simd, const N: usize, T: Terms<S, N>>(
+    s: S,
+    acc: &mut [S::V; N],
+    chunk: &[f32; LANES],
+    pass: &mut T,
+) {
+    let t = pass.terms(s, s.load(chunk), None, 0);
+    accumulate(s, acc, t);
+}
+
+/// Adds the masked tail vector's terms to `acc`.
+#[inline(always)]
+fn add_masked<S: Simd, const N: usize, T: Terms<S, N>>(
+    s: S,
+    acc: &mut [S::V; N],
+    v: S::V,
+    mask: S::V,
+    pass: &mut T,
+) {
+    let t = pass.terms(s, v, Some(mask), 0);
+    accumulate(s, acc, t);
+}
+
 /// Sums the terms of a block of `planes` planes of `spatial` values, plane
 /// `p` at `x[p * stride..]`, into `N` sums, as one sequence of segments
 /// feeding the same four accumulators.
@@ -208,21 +233,45 @@ fn reduce_planes<S: Simd, const N: usize, T: Terms<S, N>>(
         if let Some(a) = ahead {
             s.prefetch(&a[spatial - 1]);
         }
-        for k in 0..4 {
-            if k < left.len() {
-                if let Some(a) = ahead {
-                    s.prefetch(&a[at + k * LANES]);
+        if let Some(a) = ahead {
+            for k in 0..left.len() {
+                s.prefetch(&a[at + k * LANES]);
+            }
+        }
+        // The last whole chunks go to accumulators 0, 1, 2 and the tail
+        // vector to the next; every index a constant in its arm (a run-time
+        // index put the accumulators on the stack, see rows.rs).
+        let tail = if rem == 0 {
+            None
+        } else if short {
+            Some(load_padded(s, plane, 0.0))
+        } else {
+            Some(s.load(plane[spatial - LANES..].try_into().expect("LANES long")))
+        };
+        let [a0, a1, a2, a3] = &mut acc;
+        match (left, tail) {
+            ([], None) => {}
+            ([], Some(v)) => add_masked(s, a0, v, tail_mask, pass),
+            ([c0], tail) => {
+                add_chunk(s, a0, c0, pass);
+                if let Some(v) = tail {
+                    add_masked(s, a1, v, tail_mask, pass);
                 }
-                let t = pass.terms(s, s.load(&left[k]), None, 0);
-                accumulate(s, &mut acc[k], t);
-            } else if k == left.len() && rem != 0 {
-                let v = if short {
-                    load_padded(s, plane, 0.0)
-                } else {
-                    s.load(plane[spatial - LANES..].try_into().expect("LANES long"))
-                };
-                let t = pass.terms(s, v, Some(tail_mask), 0);
-                accumulate(s, &mut acc[k], t);
+            }
+            ([c0, c1], tail) => {
+                add_chunk(s, a0, c0, pass);
+                add_chunk(s, a1, c1, pass);
+                if let Some(v) = tail {
+                    add_masked(s, a2, v, tail_mask, pass);
+                }
+            }
+            ([c0, c1, c2, ..], tail) => {
+                add_chunk(s, a0, c0, pass);
+                add_chunk(s, a1, c1, pass);
+                add_chunk(s, a2, c2, pass);
+                if let Some(v) = tail {
+                    add_masked(s, a3, v, tail_mask, pass);
+                }
             }
         }
     }
