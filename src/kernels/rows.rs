@@ -27,9 +27,9 @@
 //! pass 2 loop (see [`normalize_row`]), so every row after the first costs
 //! one loop; measured against the three separate passes this replaced
 //! (a plain sum for the centre, the centred sums, the normalize step):
-//! LayerNorm [128, 768] 24.7 -> 17.8 µs and [512, 1024] 115 -> 92 µs at one
-//! thread. Memory-sized (streamed) tensors keep the passes apart (see
-//! [`norm_rows`]).
+//! LayerNorm [128, 768] 25.4 -> 15.8 µs and [512, 1024] 113 -> 81 µs at one
+//! thread (medians of three alternating bench runs). Memory-sized (streamed)
+//! tensors keep the passes apart (see [`norm_rows`]).
 //!
 //! Alternative considered: lane-wise Welford in one pass. Its running mean is
 //! rounded to f32 at every step, so on `1e4 + N(0,1)` its M2 carries
