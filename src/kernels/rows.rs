@@ -632,19 +632,9 @@ impl<
         let j = self.j;
         self.j += 1;
         if j < self.body.len() {
-            let zero = s.splat(0.0);
-            let x = match self.xs {
-                Some(xs) => s.load(&xs[j]),
-                None => s.load(&self.body[j]),
-            };
-            let g = if GAMMA { s.load(&self.gs[j]) } else { zero };
-            let b = if BETA { s.load(&self.bs[j]) } else { zero };
-            let y = affine::<S, SCALED, CENTERED, GAMMA, BETA>(s, self.k, x, g, b);
-            if STREAM {
-                s.store_stream(&mut self.body[j], y)
-            } else {
-                s.store(&mut self.body[j], y)
-            }
+            normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(
+                s, self.k, self.xs, self.body, self.gs, self.bs, j,
+            );
         }
         self.inner.terms(s, v, chunk)
     }
@@ -672,7 +662,6 @@ fn body_loop<
     next: Option<&[[f32; LANES]]>,
 ) {
     let n = body.len();
-    let zero = s.splat(0.0);
     // Equal lengths, stated once so the indexing below needs no checks.
     let xs = xs.map(|xs| &xs[..n]);
     let gs = if GAMMA { &gs[..n] } else { gs };
@@ -682,18 +671,42 @@ fn body_loop<
         if let Some(next) = next {
             s.prefetch(&next[j][0]);
         }
-        let x = match xs {
-            Some(xs) => s.load(&xs[j]),
-            None => s.load(&body[j]),
-        };
-        let g = if GAMMA { s.load(&gs[j]) } else { zero };
-        let b = if BETA { s.load(&bs[j]) } else { zero };
-        let y = affine::<S, SCALED, CENTERED, GAMMA, BETA>(s, k, x, g, b);
-        if STREAM {
-            s.store_stream(&mut body[j], y)
-        } else {
-            s.store(&mut body[j], y)
-        }
+        normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
+    }
+}
+
+/// Chunk `j` of the normalize step: reads `xs[j]` (or `body[j]` in place),
+/// the weight and bias chunks that are present, writes `body[j]`. Shared by
+/// [`body_loop`] and the fused loop of [`WithNormalize`].
+#[inline(always)]
+fn normalize_chunk<
+    S: Simd,
+    const SCALED: bool,
+    const CENTERED: bool,
+    const GAMMA: bool,
+    const BETA: bool,
+    const STREAM: bool,
+>(
+    s: S,
+    k: &AffineConsts<S>,
+    xs: Option<&[[f32; LANES]]>,
+    body: &mut [[f32; LANES]],
+    gs: &[[f32; LANES]],
+    bs: &[[f32; LANES]],
+    j: usize,
+) {
+    let zero = s.splat(0.0);
+    let x = match xs {
+        Some(xs) => s.load(&xs[j]),
+        None => s.load(&body[j]),
+    };
+    let g = if GAMMA { s.load(&gs[j]) } else { zero };
+    let b = if BETA { s.load(&bs[j]) } else { zero };
+    let y = affine::<S, SCALED, CENTERED, GAMMA, BETA>(s, k, x, g, b);
+    if STREAM {
+        s.store_stream(&mut body[j], y)
+    } else {
+        s.store(&mut body[j], y)
     }
 }
 
