@@ -118,26 +118,9 @@ fn nan_outputs_have_the_same_bits_on_every_isa() {
         y.map(f32::to_bits)
     };
     let run_train = |isa: Isa| {
-        let mut y = [0.0f32; 12];
-        let (mut m, mut r) = ([0.0f32; 3], [0.0f32; 3]);
-        BatchNorm::new()
-            .isa(isa)
-            .forward_train(
-                sh,
-                &x,
-                &mut y,
-                TrainStats {
-                    saved_mean: &mut m,
-                    saved_rstd: &mut r,
-                    running: None,
-                },
-            )
-            .unwrap();
-        (
-            y.map(f32::to_bits),
-            m.map(f32::to_bits),
-            r.map(f32::to_bits),
-        )
+        let (y, m, r) = train(BatchNorm::new().isa(isa), sh, &x);
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        (bits(y), bits(m), bits(r))
     };
     let (want_infer, want_train) = (run_infer(Isa::Portable), run_train(Isa::Portable));
     let mut bad = Vec::new();
@@ -218,21 +201,7 @@ fn training_difference_beyond_f32_max_stays_finite() {
         let var = xs.iter().map(|t| (t - mean) * (t - mean)).sum::<f64>() / 3.0;
         let rstd = 1.0 / (var + 1e-5f32 as f64).sqrt();
         for isa in Isa::available() {
-            let mut y = [0.0f32; 3];
-            let (mut sm, mut sr) = ([0.0f32], [0.0f32]);
-            BatchNorm::new()
-                .isa(isa)
-                .forward_train(
-                    sh,
-                    &x,
-                    &mut y,
-                    TrainStats {
-                        saved_mean: &mut sm,
-                        saved_rstd: &mut sr,
-                        running: None,
-                    },
-                )
-                .unwrap();
+            let (y, _, _) = train(BatchNorm::new().isa(isa), sh, &x);
             for (k, (&yk, &xk)) in y.iter().zip(&xs).enumerate() {
                 let want = (xk - mean) * rstd;
                 assert!(
@@ -242,4 +211,22 @@ fn training_difference_beyond_f32_max_stays_finite() {
             }
         }
     }
+}
+
+/// Training forward without running statistics: output, saved mean, saved rstd.
+fn train(bn: BatchNorm<'_>, sh: BatchShape, x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = sh.c;
+    let (mut y, mut m, mut r) = (vec![0.0f32; x.len()], vec![0.0f32; c], vec![0.0f32; c]);
+    bn.forward_train(
+        sh,
+        x,
+        &mut y,
+        TrainStats {
+            saved_mean: &mut m,
+            saved_rstd: &mut r,
+            running: None,
+        },
+    )
+    .unwrap();
+    (y, m, r)
 }
