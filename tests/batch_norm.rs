@@ -155,6 +155,8 @@ fn shapes() -> Vec<(usize, usize, usize)> {
         (70, 6, 49),  // NCHW units of 64 samples: one full, one partial
         (130, 4, 9),  // planes shorter than a vector, one partial unit of 256
         (9, 3, 1000), // units of 4 samples, the last of 1
+        (3, 64, 7),   // NHWC: a 64-value period held in registers (4 vectors)
+        (5, 32, 3),   // NHWC: a 32-value period (2 vectors)
     ];
     if !SMALL {
         v.push((6, 40, 24 * 24)); // big enough for threads

@@ -1290,9 +1290,62 @@ fn pattern_body<S: Simd, const SCALED: bool, const STREAM: bool>(
     let r = k0 % LANES;
     let full = (period - r).div_ceil(LANES);
     let windows_r = segment(r);
-    for (out, x) in body_rest.chunks_mut(full).zip(from_rest.chunks(full)) {
-        segment_map::<S, SCALED, STREAM>(s, x, out, windows_r);
+    // Short periods (up to 64 channels): the whole period's coefficients
+    // fit in registers, loaded once instead of once per vector (the
+    // per-vector loads and the per-period loop overhead had left NHWC
+    // inference with 64 channels at ~0.65 of NCHW's speed).
+    match full {
+        1 => whole_periods::<S, SCALED, STREAM, 1>(s, from_rest, body_rest, windows_r),
+        2 => whole_periods::<S, SCALED, STREAM, 2>(s, from_rest, body_rest, windows_r),
+        3 => whole_periods::<S, SCALED, STREAM, 3>(s, from_rest, body_rest, windows_r),
+        4 => whole_periods::<S, SCALED, STREAM, 4>(s, from_rest, body_rest, windows_r),
+        _ => {
+            for (out, x) in body_rest.chunks_mut(full).zip(from_rest.chunks(full)) {
+                segment_map::<S, SCALED, STREAM>(s, x, out, windows_r);
+            }
+        }
     }
+}
+
+/// [`pattern_body`]'s repeating segments when a period is `W` vectors: the
+/// `W` coefficient windows stay in registers across all whole periods; a cut
+/// period at the end goes through [`segment_map`].
+#[inline(always)]
+fn whole_periods<S: Simd, const SCALED: bool, const STREAM: bool, const W: usize>(
+    s: S,
+    from: &[[f32; LANES]],
+    body: &mut [[f32; LANES]],
+    windows: Windows<'_>,
+) {
+    let (sc, hi, a, b) = windows;
+    let one = s.splat(1.0);
+    let mut k = [Affine {
+        scale: one,
+        hi: one,
+        a: one,
+        b: one,
+    }; W];
+    for (j, kj) in k.iter_mut().enumerate() {
+        *kj = Affine {
+            scale: if SCALED { s.load(&sc[j]) } else { one },
+            hi: s.load(&hi[j]),
+            a: s.load(&a[j]),
+            b: s.load(&b[j]),
+        };
+    }
+    let (periods, cut) = body.as_chunks_mut::<W>();
+    let (from_periods, from_cut) = from.as_chunks::<W>();
+    for (out, x) in periods.iter_mut().zip(from_periods) {
+        for j in 0..W {
+            let y = affine::<S, SCALED>(s, s.load(&x[j]), &k[j]);
+            if STREAM {
+                s.store_stream(&mut out[j], y)
+            } else {
+                s.store(&mut out[j], y)
+            }
+        }
+    }
+    segment_map::<S, SCALED, STREAM>(s, from_cut, cut, windows);
 }
 
 type Windows<'a> = (
