@@ -42,7 +42,7 @@
 //! (~0.35 with the later output-pass fixes; one thread, shared machine).
 //!
 //! [`Layout::Nhwc`] (`[N, spatial…, C]`): rows of `C` channels. Rows are cut
-//! into chunks of `R` rows ([`BatchNorm::nhwc_chunk_rows`], ~64 KiB, fixed by
+//! into chunks of `R` rows ([`BatchNorm::nhwc_chunk_rows`], ~256 KiB, fixed by
 //! `C` alone). Within a chunk the flat values repeat their channel pattern
 //! every `P = lcm(C, 16)` values, so per-column sums down the chunk are plain
 //! 16-wide vector adds, vectorized across channels for any `C` (no masked
@@ -499,7 +499,7 @@ impl<'p> BatchNorm<'p> {
     }
 
     /// Rows per statistics chunk for NHWC with `c` channels: a multiple of 16
-    /// between 16 and 256 that depends on `c` only. SyncBatchNorm shards of an
+    /// between 16 and 1024 that depends on `c` only. SyncBatchNorm shards of an
     /// NHWC batch reproduce the single-process bits when they split at
     /// multiples of this many rows (`n * spatial` positions), see the module
     /// docs.
