@@ -486,8 +486,8 @@ fn rms_norm_finish<S: Simd>(s: S, x: &[f32], eps: f32, mut sum_sq: f32) -> RowAf
 /// this row's writes, as in a copy, and the row costs one loop instead of
 /// two. The sums are the same bits as [`reduce_row`] on its own would give
 /// (same chunks, same accumulators, same order). Otherwise (`None` back) the
-/// next row is prefetched one cache line per chunk and the caller runs its
-/// statistics pass separately.
+/// next row is prefetched (all of it, or its first quarter: see
+/// [`body_loop`]) and the caller runs its statistics pass separately.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn normalize_row<
@@ -667,11 +667,34 @@ fn body_loop<
     let gs = if GAMMA { &gs[..n] } else { gs };
     let bs = if BETA { &bs[..n] } else { bs };
     let next = next.map(|next| &next[..n]);
-    for j in 0..n {
-        if let Some(next) = next {
-            s.prefetch(&next[j][0]);
+    if GAMMA && BETA {
+        // With both weight and bias the loop already reads three rows' worth
+        // of chunks (more than L1 holds for long rows), and prefetching all of
+        // the next row on top made it slower than letting the next statistics
+        // pass read memory itself. Prefetching its first quarter, one line
+        // every fourth chunk, gave the best of both (A/B medians of three
+        // alternating runs, LayerNorm at one thread: [8192, 4096] 13.2 -> 11.8
+        // ms, [16384, 8192] 59.0 -> 48.2 ms; halves and eighths did no better).
+        for j in 0..n {
+            if let Some(next) = next
+                && j % 4 == 0
+            {
+                s.prefetch(&next[j / 4][0]);
+            }
+            normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
         }
-        normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
+    } else {
+        // One parameter row or none (RMSNorm): the whole next row, one line
+        // per chunk (a quarter was 25-30% slower here). This loop is kept
+        // exactly as it was: a version that let LLVM keep the prefetch
+        // pointer in a register ran 10-15% slower on RMSNorm (the loop then
+        // issued its prefetches faster than memory served them).
+        for j in 0..n {
+            if let Some(next) = next {
+                s.prefetch(&next[j][0]);
+            }
+            normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
+        }
     }
 }
 
@@ -892,8 +915,8 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
         // Streamed (memory-sized) outputs keep separate passes: there the
         // fused loop's reads of the next row stalled its writes (LayerNorm
         // and RMSNorm [8192, 4096] 5-10% slower, with or without prefetching
-        // the row after), while prefetching the next row during this row's
-        // writes and summing it from L2 afterwards keeps both streams busy.
+        // the row after), while prefetching (part of) the next row during
+        // this row's writes and summing it afterwards keeps both streams busy.
         let fuse_next = if stream { None } else { next };
         carried = match (CENTERED, fuse_next) {
             (true, Some(nx)) => {
