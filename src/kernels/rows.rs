@@ -685,10 +685,13 @@ fn body_loop<
         }
     } else {
         // One parameter row or none (RMSNorm): the whole next row, one line
-        // per chunk (a quarter was 25-30% slower here). This loop is kept
-        // exactly as it was: a version that let LLVM keep the prefetch
-        // pointer in a register ran 10-15% slower on RMSNorm (the loop then
-        // issued its prefetches faster than memory served them).
+        // per chunk (at one thread, a quarter was 9-38% slower and no
+        // prefetch 13-34% slower on [8192, 4096] and [16384, 8192]). This is
+        // the loop as it was before the quarter prefetch: a rewrite with
+        // zipped iterators (prefetch pointer kept in a register) measured
+        // 18-25% slower on RMSNorm, though two builds with the same machine
+        // code for this loop also differed by 5-11%, so part of that is code
+        // layout rather than the loop.
         for j in 0..n {
             if let Some(next) = next {
                 s.prefetch(&next[j][0]);
