@@ -54,7 +54,11 @@
 //!
 //! Memory traffic: inference reads `x` once and writes `y` once; training
 //! reads `x` twice (statistics, then output) and writes once. Outputs of
-//! 16 MiB and more use non-temporal stores.
+//! 16 MiB and more use non-temporal stores. NCHW training of such tensors
+//! (planes of 256 values and more) runs as one sweep instead: channel group
+//! by channel group (~256 KiB of input each), the group's statistics, then
+//! its output while the next group is prefetched into L2, so the second read
+//! comes from cache; the same per-channel arithmetic, so the same bits.
 //!
 //! # Determinism
 //!
@@ -624,8 +628,9 @@ impl<'p> BatchNorm<'p> {
     /// update. Equal to [`local_moments`](Self::local_moments) over the whole
     /// batch followed by [`apply_train`](Self::apply_train).
     ///
-    /// Allocates O(`c`) per call for per-channel coefficients, and for NHWC an
-    /// O(`n * spatial / R * c`) buffer of per-chunk moments.
+    /// Allocates O(`c`) per call for per-channel coefficients, for NHWC an
+    /// O(`n * spatial / R * c`) buffer of per-chunk moments, and for the
+    /// one-sweep NCHW schedule (see the module docs) O(`n`) per thread.
     pub fn forward_train(
         &self,
         shape: BatchShape,
@@ -643,17 +648,26 @@ impl<'p> BatchNorm<'p> {
             return Err(Error::SingleValuePerChannel { count: 1 });
         }
         let mut m = ChannelMoments::new(shape.c);
-        exec::moments(
-            k,
-            shape.geometry(),
-            x,
-            &mut m.mean,
-            &mut m.m2,
-            self.parallel,
-        );
         m.count = shape.per_channel() as u64;
-        self.finish_train(k, shape, x, y, &m, stats);
+        let g = shape.geometry();
+        if exec::fuses_training(g, self.parallel) {
+            let norm = self.normalization(m.count);
+            exec::train_planes(k, g, x, y, &mut m.mean, &mut m.m2, &norm, self.parallel);
+            self.write_train_stats(&m, stats);
+        } else {
+            exec::moments(k, g, x, &mut m.mean, &mut m.m2, self.parallel);
+            self.finish_train(k, shape, x, y, &m, stats);
+        }
         Ok(())
+    }
+
+    fn normalization(&self, count: u64) -> exec::Normalization<'p> {
+        exec::Normalization {
+            count,
+            eps: self.eps,
+            weight: self.weight,
+            bias: self.bias,
+        }
     }
 
     /// SyncBatchNorm step 1: the per-channel moments of this shard, into
@@ -725,24 +739,30 @@ impl<'p> BatchNorm<'p> {
         m: &ChannelMoments,
         stats: TrainStats<'_>,
     ) {
-        let n = m.count as f64;
-        let eps = self.eps as f64;
-        let rstd = |c: usize| 1.0 / (m.m2[c] / n + eps).sqrt();
+        let norm = self.normalization(m.count);
+        let rstd = |c: usize| norm.rstd(m.m2[c]);
         let coef = Coefficients::new(shape.c, |c| m.mean[c], rstd, self.weight, self.bias);
         if !shape.is_empty() {
             exec::apply(k, shape.geometry(), x, y, &coef, self.parallel);
         }
+        self.write_train_stats(m, stats);
+    }
+
+    /// Saved mean and rstd, and the running-statistics update, from the
+    /// batch moments `m`.
+    fn write_train_stats(&self, m: &ChannelMoments, stats: TrainStats<'_>) {
+        let norm = self.normalization(m.count);
         let TrainStats {
             saved_mean,
             saved_rstd,
             running,
         } = stats;
-        for c in 0..shape.c {
+        for c in 0..m.mean.len() {
             saved_mean[c] = m.mean[c] as f32;
-            saved_rstd[c] = rstd(c) as f32;
+            saved_rstd[c] = norm.rstd(m.m2[c]) as f32;
         }
         if let Some(r) = running {
-            for c in 0..shape.c {
+            for c in 0..m.mean.len() {
                 let batch = m.channel(c).expect("in range");
                 let (mean, var) = r.momentum.update(r.mean[c] as f64, r.var[c] as f64, &batch);
                 r.mean[c] = mean as f32;

@@ -1026,7 +1026,8 @@ impl<S: Simd> CoefSource<S> for Affine<S> {
 
 /// `y = (x - hi) * scale * a + b` over `dst.len()` values, with the coefficient
 /// vectors from `coef`; streaming stores from the first 64-byte boundary of
-/// `dst` when `stream`.
+/// `dst` when `stream`. `ahead` (at least `dst.len()` long) is prefetched one
+/// line per vector.
 ///
 /// Runs of `LANES` values or more never go through a partial copy: the
 /// unaligned head and the tail are whole vectors overlapping the body (the
@@ -1039,6 +1040,7 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     dst: &mut [f32],
     stream: bool,
     coef: &mut C,
+    ahead: Option<&[f32]>,
 ) {
     let n = dst.len();
     if n < LANES {
@@ -1063,6 +1065,9 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
     let (from, _) = src[head..head + body_len].as_chunks::<LANES>();
     for (j, (out, x)) in body.iter_mut().zip(from).enumerate() {
+        if let Some(a) = ahead {
+            s.prefetch(&a[head + j * LANES]);
+        }
         let k = coef.at(s, head + j * LANES);
         let y = affine::<S, SCALED>(s, s.load(x), &k);
         if stream {
@@ -1070,6 +1075,9 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
         } else {
             s.store(out, y)
         }
+    }
+    if let Some(a) = ahead {
+        s.prefetch(&a[n - 1]);
     }
     if head + body_len < n {
         let at = n - LANES;
@@ -1136,7 +1144,86 @@ fn apply_planes_with<S: Simd, const SCALED: bool>(s: S, job: PlaneJob<'_>) {
             a: s.splat(a[c]),
             b: s.splat(b[c]),
         };
-        affine_map::<S, SCALED, _>(s, x, y, stream, &mut k);
+        affine_map::<S, SCALED, _>(s, x, y, stream, &mut k, None);
+    }
+    if stream {
+        s.stream_fence();
+    }
+}
+
+/// A group of NCHW channels to normalize right after their statistics
+/// (training): channel `first_channel + i` of sample `n` is read from
+/// `input[(n * channels + first_channel + i) * spatial..]` and written to
+/// `outputs[n][(offset + i) * spatial..]`, with coefficients `hi[i]`, `a[i]`,
+/// `b[i]` (and `scale[i]`). While channel `first_channel + i` is written, the
+/// planes of channel `first_channel + count + i` are prefetched for
+/// `i < prefetch`: the next group, whose statistics then read from L2.
+pub(crate) struct ChannelPlanesJob<'a, 'b> {
+    pub input: &'a [f32],
+    pub outputs: &'a mut [&'b mut [f32]],
+    pub offset: usize,
+    pub spatial: usize,
+    pub channels: usize,
+    pub first_channel: usize,
+    /// See [`PlaneJob`]; all `count` long, `count = hi.len()`.
+    pub scale: Option<&'a [f32]>,
+    pub hi: &'a [f32],
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub prefetch: usize,
+    pub stream: bool,
+}
+
+/// Applies the per-channel affine map to every plane of a channel group.
+#[inline(always)]
+pub(crate) fn apply_channel_planes<S: Simd>(s: S, job: ChannelPlanesJob<'_, '_>) {
+    if job.scale.is_some() {
+        apply_channel_planes_with::<S, true>(s, job)
+    } else {
+        apply_channel_planes_with::<S, false>(s, job)
+    }
+}
+
+#[inline(always)]
+fn apply_channel_planes_with<S: Simd, const SCALED: bool>(s: S, job: ChannelPlanesJob<'_, '_>) {
+    let ChannelPlanesJob {
+        input,
+        outputs,
+        offset,
+        spatial,
+        channels,
+        first_channel,
+        scale,
+        hi,
+        a,
+        b,
+        prefetch,
+        stream,
+    } = job;
+    let scale = scale.unwrap_or(&[]);
+    // As in `apply_planes_with`: short planes store through the cache.
+    let stream = stream && spatial >= 256;
+    let plane = |n: usize, c: usize| {
+        let at = (n * channels + c) * spatial;
+        &input[at..at + spatial]
+    };
+    // Sample by sample: the group's planes of one sample are one contiguous
+    // run (channel by channel, short planes would share cache lines with
+    // planes written much later).
+    for (n, out) in outputs.iter_mut().enumerate() {
+        for i in 0..hi.len() {
+            let mut k = Affine::<S> {
+                scale: s.splat(if SCALED { scale[i] } else { 1.0 }),
+                hi: s.splat(hi[i]),
+                a: s.splat(a[i]),
+                b: s.splat(b[i]),
+            };
+            let c = first_channel + i;
+            let at = (offset + i) * spatial;
+            let ahead = (i < prefetch).then(|| plane(n, c + hi.len()));
+            let y = &mut out[at..at + spatial];
+            affine_map::<S, SCALED, _>(s, plane(n, c), y, stream, &mut k, ahead);
+        }
     }
     if stream {
         s.stream_fence();
@@ -1243,7 +1330,7 @@ fn apply_pattern_with<S: Simd, const SCALED: bool>(s: S, job: PatternJob<'_>) {
     if n < LANES {
         // One short vector: the general map handles it.
         let mut coef = coef;
-        affine_map::<S, SCALED, _>(s, input, output, stream, &mut coef);
+        affine_map::<S, SCALED, _>(s, input, output, stream, &mut coef, None);
         return;
     }
     // As in `affine_map`: an unaligned head vector (stored normally), the

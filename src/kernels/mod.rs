@@ -82,5 +82,6 @@ pub(crate) struct Kernels {
     pub bn_plane_moments: fn(channels::PlaneStatsJob<'_>),
     pub bn_chunk_moments: fn(channels::ChunkJob<'_>),
     pub bn_apply_planes: fn(channels::PlaneJob<'_>),
+    pub bn_apply_channel_planes: fn(channels::ChannelPlanesJob<'_, '_>),
     pub bn_apply_pattern: fn(channels::PatternJob<'_>),
 }

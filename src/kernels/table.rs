@@ -6,7 +6,7 @@
 //!
 //! Adding a kernel: a field in [`Kernels`], one line in `for_each_kernel!`.
 
-use super::channels::{self, ChunkJob, PatternJob, PlaneJob, PlaneStatsJob};
+use super::channels::{self, ChannelPlanesJob, ChunkJob, PatternJob, PlaneJob, PlaneStatsJob};
 use super::{Kernels, RowJob, copy, rows};
 use crate::Isa;
 use crate::moments::Moments;
@@ -22,6 +22,7 @@ macro_rules! for_each_kernel {
             bn_plane_moments(job: PlaneStatsJob<'_>) => channels::plane_moments;
             bn_chunk_moments(job: ChunkJob<'_>) => channels::chunk_moments;
             bn_apply_planes(job: PlaneJob<'_>) => channels::apply_planes;
+            bn_apply_channel_planes(job: ChannelPlanesJob<'_, '_>) => channels::apply_channel_planes;
             bn_apply_pattern(job: PatternJob<'_>) => channels::apply_pattern;
         );
     };
