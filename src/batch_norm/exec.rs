@@ -480,7 +480,18 @@ impl TrainPlan<'_> {
     }
 }
 
+/// Values per block of an output pass walked from the end (128 KiB).
+const BACKWARD_BLOCK: usize = 1 << 15;
+
 /// Writes `y = (x - hi[c]) * scale[c] * a[c] + b[c]` over the whole tensor.
+///
+/// `after_stats`: a statistics pass over `x` has just run (training). Then
+/// streamed tensors (16 MiB and more) are walked from the end, block by
+/// block (each thread its own part), so the output pass starts on the lines
+/// the statistics pass read last, still in L2 and L3, rather than on the
+/// ones it read first and L3 has since let go. Element-wise, so the same
+/// bits. NHWC training, one thread, A/B: `[32, 64, 56, 56]` 3655 -> 2998 µs
+/// (the tensor fits the 32 MiB L3), `[16, 64, 112, 112]` 7864 -> 7613 µs.
 pub(super) fn apply(
     k: &Kernels,
     g: Geometry,
@@ -488,9 +499,11 @@ pub(super) fn apply(
     y: &mut [f32],
     coef: &Coefficients,
     parallel: bool,
+    after_stats: bool,
 ) {
     let par = threads(parallel);
     let stream = stream_for(y.len());
+    let backward = after_stats && stream;
     if g.rows_of_channels {
         let period = channels::pattern_period(g.c);
         let pattern = |v: &[f32]| -> Vec<f32> { (0..period + LANES).map(|i| v[i % g.c]).collect() };
@@ -507,7 +520,7 @@ pub(super) fn apply(
             b: &b,
             stream,
         };
-        apply_flat(k, job, par);
+        apply_flat(k, job, par, backward);
     } else {
         let job = PlaneJob {
             input: x,
@@ -521,7 +534,7 @@ pub(super) fn apply(
             b: &coef.b,
             stream,
         };
-        apply_planes(k, job, par);
+        apply_planes(k, job, par, backward);
     }
     redo_overflowed_differences(g, x, y, coef);
     canonicalize_nan_channels(g, y, coef);
@@ -592,7 +605,7 @@ fn canonicalize_nan_channels(g: Geometry, y: &mut [f32], coef: &Coefficients) {
     }
 }
 
-fn apply_planes(k: &Kernels, job: PlaneJob<'_>, par: bool) {
+fn apply_planes(k: &Kernels, job: PlaneJob<'_>, par: bool, backward: bool) {
     let planes = job.input.len() / job.spatial;
     if split(par, planes, job.spatial) {
         let h = planes / 2;
@@ -610,13 +623,30 @@ fn apply_planes(k: &Kernels, job: PlaneJob<'_>, par: bool) {
             first_channel: first_hi,
             ..lo
         };
-        join(|| apply_planes(k, lo, par), || apply_planes(k, hi, par));
+        join(
+            || apply_planes(k, lo, par, backward),
+            || apply_planes(k, hi, par, backward),
+        );
         return;
     }
-    (k.bn_apply_planes)(job)
+    if !backward {
+        return (k.bn_apply_planes)(job);
+    }
+    let block = (BACKWARD_BLOCK / job.spatial).max(1);
+    let PlaneJob { input, output, .. } = job;
+    for b in (0..planes.div_ceil(block)).rev() {
+        let (p0, p1) = (b * block, ((b + 1) * block).min(planes));
+        let (x0, x1) = (p0 * job.spatial, p1 * job.spatial);
+        (k.bn_apply_planes)(PlaneJob {
+            input: &input[x0..x1],
+            output: &mut output[x0..x1],
+            first_channel: (job.first_channel + p0) % job.channels,
+            ..job
+        });
+    }
 }
 
-fn apply_flat(k: &Kernels, job: PatternJob<'_>, par: bool) {
+fn apply_flat(k: &Kernels, job: PatternJob<'_>, par: bool, backward: bool) {
     let n = job.input.len();
     let blocks = n / LANES;
     if split(par, blocks, LANES) {
@@ -635,10 +665,25 @@ fn apply_flat(k: &Kernels, job: PatternJob<'_>, par: bool) {
             phase: phase_hi,
             ..lo
         };
-        join(|| apply_flat(k, lo, par), || apply_flat(k, hi, par));
+        join(
+            || apply_flat(k, lo, par, backward),
+            || apply_flat(k, hi, par, backward),
+        );
         return;
     }
-    (k.bn_apply_pattern)(job)
+    if !backward {
+        return (k.bn_apply_pattern)(job);
+    }
+    let PatternJob { input, output, .. } = job;
+    for b in (0..n.div_ceil(BACKWARD_BLOCK)).rev() {
+        let (start, end) = (b * BACKWARD_BLOCK, ((b + 1) * BACKWARD_BLOCK).min(n));
+        (k.bn_apply_pattern)(PatternJob {
+            input: &input[start..end],
+            output: &mut output[start..end],
+            phase: (job.phase + start) % job.period,
+            ..job
+        });
+    }
 }
 
 #[cfg(test)]
@@ -657,6 +702,45 @@ mod tests {
                 offset + spread * ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
             })
             .collect()
+    }
+
+    /// The output pass walked from the end (training, streamed tensors)
+    /// writes the same bits as the forward walk, for both loop shapes, with
+    /// and without threads.
+    #[test]
+    fn backward_output_pass_gives_same_bits() {
+        let min = STREAM_MIN_BYTES / 4;
+        let geometries = [
+            Geometry {
+                n: 3,
+                c: 7,
+                spatial: min / 21 + 1,
+                rows_of_channels: false,
+            },
+            Geometry {
+                n: min / 24 + 3,
+                c: 24,
+                spatial: 1,
+                rows_of_channels: true,
+            },
+        ];
+        let k = Isa::kernels(Some(Isa::best())).expect("best");
+        for g in geometries {
+            let len = g.n * g.c * g.spatial;
+            assert!(stream_for(len));
+            let x = values(len, 3, 1.0, 4.0);
+            let mean = values(g.c, 4, 1.0, 1.0);
+            let rstd = values(g.c, 5, 2.0, 1.0);
+            let coef = Coefficients::new(g.c, |c| mean[c] as f64, |c| rstd[c] as f64, None, None);
+            let mut want = vec![0.0; len];
+            apply(k, g, &x, &mut want, &coef, false, false);
+            for parallel in [false, true] {
+                let mut y = vec![0.0; len];
+                apply(k, g, &x, &mut y, &coef, parallel, true);
+                let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{g:?} parallel {parallel}");
+            }
+        }
     }
 
     /// The fused sweep against moments, then coefficients, then the output
@@ -704,7 +788,7 @@ mod tests {
                 let coef = Coefficients::new(c, |ch| mean[ch], rstd, Some(&weight), Some(&bias));
                 assert!(coef.scale.is_some(), "a channel needs scaling");
                 let mut want = vec![0.0; x.len()];
-                apply(k, g, &x, &mut want, &coef, false);
+                apply(k, g, &x, &mut want, &coef, false, false);
                 for parallel in [false, true] {
                     let (mut fmean, mut fm2) = (vec![0.0; c], vec![0.0; c]);
                     let mut y = vec![0.0; x.len()];

@@ -577,7 +577,7 @@ impl<'p> BatchNorm<'p> {
             self.weight,
             self.bias,
         );
-        exec::apply(k, shape.geometry(), x, y, &coef, self.parallel);
+        exec::apply(k, shape.geometry(), x, y, &coef, self.parallel, false);
         Ok(())
     }
 
@@ -743,7 +743,7 @@ impl<'p> BatchNorm<'p> {
         let rstd = |c: usize| norm.rstd(m.m2[c]);
         let coef = Coefficients::new(shape.c, |c| m.mean[c], rstd, self.weight, self.bias);
         if !shape.is_empty() {
-            exec::apply(k, shape.geometry(), x, y, &coef, self.parallel);
+            exec::apply(k, shape.geometry(), x, y, &coef, self.parallel, true);
         }
         self.write_train_stats(m, stats);
     }
