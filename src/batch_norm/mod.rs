@@ -58,7 +58,9 @@
 //! (planes of 256 values and more) runs as one sweep instead: channel group
 //! by channel group (~256 KiB of input each), the group's statistics, then
 //! its output while the next group is prefetched into L2, so the second read
-//! comes from cache; the same per-channel arithmetic, so the same bits.
+//! comes from cache; the same per-channel arithmetic, so the same bits. The
+//! other training schedules walk their output pass over such tensors from the
+//! end, where the statistics pass left the lines it read last.
 //!
 //! # Determinism
 //!
