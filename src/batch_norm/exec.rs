@@ -271,9 +271,9 @@ impl Normalization<'_> {
     }
 }
 
-/// Bytes of input per channel group of [`train_planes`]: the group, the next
-/// one (prefetched while the group is written) and, for short planes, the
-/// group's output (stored through the cache) stay well inside a 1 MiB L2.
+/// Bytes of input per channel group of [`train_planes`]: the group and the
+/// next one (prefetched while the group is written; the output is streamed)
+/// stay inside a 1 MiB L2. A channel larger than this is a group of its own.
 const TRAIN_GROUP_BYTES: usize = 256 << 10;
 
 /// Whether [`train_planes`] runs this training step: NCHW planes of at least
@@ -286,8 +286,8 @@ const TRAIN_GROUP_BYTES: usize = 256 << 10;
 /// 2753 -> 2456 µs, `[16, 64, 112, 112]` 6796 -> 5277 µs, `[32, 256, 28, 28]`
 /// 3823 -> 3282 µs; but short planes lost (`[256, 512, 7, 7]` 4989 -> 8998 µs:
 /// they are stored through the cache, a few hundred bytes per sample and
-/// group, and the write misses are not prefetched), and so did cache-sized
-/// tensors (`[8, 256, 28, 28]` 457 -> 499 µs).
+/// group; prefetching the output lines too, or groups of 32-128 KiB, did not
+/// help), and so did cache-sized tensors (`[8, 256, 28, 28]` 457 -> 499 µs).
 pub(super) fn fuses_training(g: Geometry, parallel: bool) -> bool {
     let elems = g.n.saturating_mul(g.c).saturating_mul(g.spatial);
     if g.rows_of_channels || g.spatial < 256 || !stream_for(elems) {
