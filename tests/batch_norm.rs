@@ -157,6 +157,8 @@ fn shapes() -> Vec<(usize, usize, usize)> {
         (9, 3, 1000), // units of 4 samples, the last of 1
         (3, 64, 7),   // NHWC: a 64-value period held in registers (4 vectors)
         (5, 32, 3),   // NHWC: a 32-value period (2 vectors)
+        (3, 256, 7),  // NHWC: 16-vector periods, coefficients loaded per vector
+        (2, 7, 300),  // NHWC: 7-vector periods (lcm 112)
     ];
     if !SMALL {
         v.push((6, 40, 24 * 24)); // big enough for threads
