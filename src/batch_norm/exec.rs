@@ -490,8 +490,9 @@ const BACKWARD_BLOCK: usize = 1 << 15;
 /// block (each thread its own part), so the output pass starts on the lines
 /// the statistics pass read last, still in L2 and L3, rather than on the
 /// ones it read first and L3 has since let go. Element-wise, so the same
-/// bits. NHWC training, one thread, A/B: `[32, 64, 56, 56]` 3655 -> 2998 µs
-/// (the tensor fits the 32 MiB L3), `[16, 64, 112, 112]` 7864 -> 7613 µs.
+/// bits. NHWC training `[32, 64, 56, 56]` (fits the 32 MiB L3), one thread:
+/// from -8% to +18% over seven A/B runs, +4% (3115 -> 2997 µs) over the
+/// longest (12 alternations); a modest gain on this noisy machine.
 pub(super) fn apply(
     k: &Kernels,
     g: Geometry,
