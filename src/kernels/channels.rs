@@ -998,6 +998,19 @@ struct Affine<S: Simd> {
     b: S::V,
 }
 
+impl<S: Simd> Affine<S> {
+    /// Channel `c`'s scalars broadcast (`scale` read only when SCALED).
+    #[inline(always)]
+    fn channel<const SCALED: bool>(s: S, [scale, hi, a, b]: [&[f32]; 4], c: usize) -> Self {
+        Affine {
+            scale: s.splat(if SCALED { scale[c] } else { 1.0 }),
+            hi: s.splat(hi[c]),
+            a: s.splat(a[c]),
+            b: s.splat(b[c]),
+        }
+    }
+}
+
 /// `(x - hi) * scale * a + b` (no `* scale` unless SCALED), rounded after
 /// each operation.
 #[inline(always)]
@@ -1138,12 +1151,7 @@ fn apply_planes_with<S: Simd, const SCALED: bool>(s: S, job: PlaneJob<'_>) {
         .zip(output.chunks_exact_mut(spatial));
     for (p, (x, y)) in planes.enumerate() {
         let c = (first_channel + p) % channels;
-        let mut k = Affine::<S> {
-            scale: s.splat(if SCALED { scale[c] } else { 1.0 }),
-            hi: s.splat(hi[c]),
-            a: s.splat(a[c]),
-            b: s.splat(b[c]),
-        };
+        let mut k = Affine::channel::<SCALED>(s, [scale, hi, a, b], c);
         affine_map::<S, SCALED, _>(s, x, y, stream, &mut k, None);
     }
     if stream {
@@ -1212,12 +1220,7 @@ fn apply_channel_planes_with<S: Simd, const SCALED: bool>(s: S, job: ChannelPlan
     // planes written much later).
     for (n, out) in outputs.iter_mut().enumerate() {
         for i in 0..hi.len() {
-            let mut k = Affine::<S> {
-                scale: s.splat(if SCALED { scale[i] } else { 1.0 }),
-                hi: s.splat(hi[i]),
-                a: s.splat(a[i]),
-                b: s.splat(b[i]),
-            };
+            let mut k = Affine::channel::<SCALED>(s, [scale, hi, a, b], i);
             let c = first_channel + i;
             let at = (offset + i) * spatial;
             let ahead = (i < prefetch).then(|| plane(n, c + hi.len()));
