@@ -97,6 +97,16 @@ impl Simd for Avx2Fma {
         unsafe { _mm_prefetch::<_MM_HINT_T1>((src as *const f32).cast::<i8>()) }
     }
     lanewise!(add, _mm256_add_ps);
+    #[inline(always)]
+    fn add_fused(self, a: V2, b: V2, one: V2) -> V2 {
+        // SAFETY: see the impl comment.
+        unsafe {
+            V2(
+                _mm256_fmadd_ps(a.0, one.0, b.0),
+                _mm256_fmadd_ps(a.1, one.1, b.1),
+            )
+        }
+    }
     lanewise!(sub, _mm256_sub_ps);
     lanewise!(mul, _mm256_mul_ps);
     #[inline(always)]

@@ -75,6 +75,11 @@ impl Simd for Avx512 {
         unsafe { _mm512_add_ps(a, b) }
     }
     #[inline(always)]
+    fn add_fused(self, a: __m512, b: __m512, one: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_fmadd_ps(a, one, b) }
+    }
+    #[inline(always)]
     fn sub(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: see the impl comment.
         unsafe { _mm512_sub_ps(a, b) }
