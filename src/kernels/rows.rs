@@ -29,7 +29,9 @@
 //! (a plain sum for the centre, the centred sums, the normalize step):
 //! LayerNorm [128, 768] 25.4 -> 15.8 µs and [512, 1024] 113 -> 81 µs at one
 //! thread (medians of three alternating bench runs). Memory-sized (streamed)
-//! tensors keep the passes apart (see [`norm_rows`]).
+//! tensors keep the passes apart (see [`norm_rows`]); with weight and bias
+//! and rows of up to 4096 values they go in batches of rows, the output
+//! pass in column blocks (see [`streamed_rows`]).
 //!
 //! Alternative considered: lane-wise Welford in one pass. Its running mean is
 //! rounded to f32 at every step, so on `1e4 + N(0,1)` its M2 carries
@@ -537,6 +539,7 @@ fn normalize_row<
     const CENTERED: bool,
     const GAMMA: bool,
     const BETA: bool,
+    const BATCHED: bool,
     const N: usize,
     T: Terms<S, N>,
 >(
@@ -604,7 +607,7 @@ fn normalize_row<
             let next = next.map(|next| next[range].as_chunks::<LANES>().0);
             macro_rules! plain {
                 ($xs:expr, $stream:literal) => {
-                    body_loop::<S, SCALED, CENTERED, GAMMA, BETA, $stream>(
+                    body_loop::<S, SCALED, CENTERED, GAMMA, BETA, $stream, BATCHED>(
                         s, &k, $xs, body, gs, bs, next,
                     )
                 };
@@ -698,6 +701,7 @@ fn body_loop<
     const GAMMA: bool,
     const BETA: bool,
     const STREAM: bool,
+    const BATCHED: bool,
 >(
     s: S,
     k: &AffineConsts<S>,
@@ -713,14 +717,15 @@ fn body_loop<
     let gs = if GAMMA { &gs[..n] } else { gs };
     let bs = if BETA { &bs[..n] } else { bs };
     let next = next.map(|next| &next[..n]);
-    if GAMMA && BETA {
-        // With both weight and bias the loop already reads three rows' worth
-        // of chunks (more than L1 holds for long rows), and prefetching all of
-        // the next row on top made it slower than letting the next statistics
-        // pass read memory itself. Prefetching its first quarter, one line
-        // every fourth chunk, gave the best of both (A/B medians of three
-        // alternating runs, LayerNorm at one thread: [8192, 4096] 13.2 -> 11.8
-        // ms, [16384, 8192] 59.0 -> 48.2 ms; halves and eighths did no better).
+    if GAMMA && BETA && !BATCHED {
+        // Rows with weight and bias, one by one: the loop already reads three
+        // rows' worth of chunks (more than L1 holds for long rows), and
+        // prefetching all of the next row on top made it slower than letting
+        // the next statistics pass read memory itself. Prefetching its first
+        // quarter, one line every fourth chunk, gave the best of both (A/B
+        // medians of three alternating runs, LayerNorm at one thread:
+        // [8192, 4096] 13.2 -> 11.8 ms, [16384, 8192] 59.0 -> 48.2 ms; halves
+        // and eighths did no better).
         for j in 0..n {
             if let Some(next) = next
                 && j % 4 == 0
@@ -730,10 +735,12 @@ fn body_loop<
             normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
         }
     } else {
-        // One parameter row or none (RMSNorm): the whole next row, one line
-        // per chunk (at one thread, a quarter was 9-38% slower and no
-        // prefetch 13-34% slower on [8192, 4096] and [16384, 8192]). This is
-        // the loop as it was before the quarter prefetch: a rewrite with
+        // The whole next row, one line per chunk: rows with one parameter row
+        // or none (RMSNorm), and the batched schedule, whose weight and bias
+        // blocks stay in L1 (for RMSNorm at one thread, a quarter was 9-38%
+        // slower and no prefetch 13-34% slower on [8192, 4096] and
+        // [16384, 8192]). This is the loop as it was before the quarter
+        // prefetch: a rewrite with
         // zipped iterators (prefetch pointer kept in a register) measured
         // 18-25% slower on RMSNorm, though two builds with the same machine
         // code for this loop also differed by 5-11%, so part of that is code
@@ -866,7 +873,13 @@ fn partial_chunk<
 /// Picks the monomorphized [`normalize_row`] for this row's flags.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn normalize_dispatch<S: Simd, const CENTERED: bool, const N: usize, T: Terms<S, N>>(
+fn normalize_dispatch<
+    S: Simd,
+    const CENTERED: bool,
+    const BATCHED: bool,
+    const N: usize,
+    T: Terms<S, N>,
+>(
     s: S,
     src: Option<&[f32]>,
     dst: &mut [f32],
@@ -884,7 +897,7 @@ fn normalize_dispatch<S: Simd, const CENTERED: bool, const N: usize, T: Terms<S,
     let (g, b) = (gamma.unwrap_or(&[]), beta.unwrap_or(&[]));
     macro_rules! go {
         ($scaled:literal, $gamma:literal, $beta:literal) => {
-            normalize_row::<S, $scaled, CENTERED, $gamma, $beta, N, T>(
+            normalize_row::<S, $scaled, CENTERED, $gamma, $beta, BATCHED, N, T>(
                 s, src, dst, a, g, b, stream, next, first,
             )
         };
@@ -901,29 +914,42 @@ fn normalize_dispatch<S: Simd, const CENTERED: bool, const N: usize, T: Terms<S,
     }
 }
 
+/// A row's constants: LayerNorm's (`CENTERED`) or RMSNorm's, from its first
+/// pass's sums if they were taken already. Chosen by a const rather than
+/// passed in as a closure: a function item passed as `impl Fn` is called
+/// through a shim that lacks the caller's target features, which made every
+/// intrinsic in the statistics an out-of-line call (5-15x slower, caught by
+/// the bench tool).
+#[inline(always)]
+fn stats<S: Simd, const CENTERED: bool>(
+    s: S,
+    x: &[f32],
+    eps: f32,
+    first: Option<FirstSums>,
+) -> RowAffine {
+    match (CENTERED, first) {
+        (true, Some(first)) => layer_norm_finish(s, x, eps, first),
+        (true, None) => layer_norm_stats(s, x, eps),
+        (false, Some(first)) => rms_norm_finish(s, x, eps, first.s2),
+        (false, None) => rms_norm_stats(s, x, eps),
+    }
+}
+
 /// The row loop shared by LayerNorm and RMSNorm, software-pipelined: each
 /// row's normalize loop also runs the next row's statistics pass (see
 /// [`normalize_row`]), so a row costs one statistics-only pass only when
 /// fusing was not possible for it.
 #[inline(always)]
 fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
-    // Chosen here rather than passed in as a closure: a function item passed
-    // as `impl Fn` is called through a shim that lacks the caller's target
-    // features, which made every intrinsic in the statistics an out-of-line
-    // call (5-15x slower, caught by the bench tool).
-    #[inline(always)]
-    fn stats<S: Simd, const CENTERED: bool>(
-        s: S,
-        x: &[f32],
-        eps: f32,
-        first: Option<FirstSums>,
-    ) -> RowAffine {
-        match (CENTERED, first) {
-            (true, Some(first)) => layer_norm_finish(s, x, eps, first),
-            (true, None) => layer_norm_stats(s, x, eps),
-            (false, Some(first)) => rms_norm_finish(s, x, eps, first.s2),
-            (false, None) => rms_norm_stats(s, x, eps),
-        }
+    // Row by row below: cache-sized tensors (fused passes), and streamed
+    // rows without both parameter rows or longer than `BATCH_MAX_COLS`.
+    if job.stream
+        && job.rows > 1
+        && job.weight.is_some()
+        && job.bias.is_some()
+        && job.cols <= BATCH_MAX_COLS
+    {
+        return streamed_rows::<S, CENTERED>(s, job);
     }
     let RowJob {
         input,
@@ -971,7 +997,7 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
             (true, Some(nx)) => {
                 let shift = head_shift(s, nx);
                 let pass = Centered::<S, false>::new(s, 1.0, shift);
-                normalize_dispatch::<S, CENTERED, 2, _>(
+                normalize_dispatch::<S, CENTERED, false, 2, _>(
                     s,
                     src,
                     dst,
@@ -984,7 +1010,7 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
                 )
                 .map(|[s1, s2]| FirstSums { shift, s1, s2 })
             }
-            (false, Some(_)) => normalize_dispatch::<S, CENTERED, 1, _>(
+            (false, Some(_)) => normalize_dispatch::<S, CENTERED, false, 1, _>(
                 s,
                 src,
                 dst,
@@ -1001,7 +1027,7 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
                 s2,
             }),
             (_, None) => {
-                normalize_dispatch::<S, CENTERED, 1, SumSquares>(
+                normalize_dispatch::<S, CENTERED, false, 1, SumSquares>(
                     s, src, dst, &a, weight, bias, stream, next, None,
                 );
                 None
@@ -1017,6 +1043,101 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
     if stream {
         s.stream_fence();
     }
+}
+
+/// Rows per batch of [`streamed_rows`], at most.
+const BATCH_ROWS: usize = 8;
+/// Input per batch of [`streamed_rows`]: 8 rows of 4096 values, or fewer
+/// longer rows (at least 2).
+const BATCH_BYTES: usize = 128 * 1024;
+/// Columns per block of [`streamed_rows`]' output pass: weight and bias
+/// blocks of 4 KiB each stay in L1 while a batch's rows pass them.
+const BLOCK_COLS: usize = 1024;
+/// Longest rows that take [`streamed_rows`]. Rows of 8192 values measured
+/// slower batched (LayerNorm [16384, 8192], A/B medians of three: one thread
+/// 47.0 -> 49.0 ms, two threads 32.7 -> 38.3 ms); rows of 4096 faster (see
+/// [`streamed_rows`]).
+const BATCH_MAX_COLS: usize = 4096;
+
+/// Streamed rows with weight and bias, in batches: the statistics of a batch
+/// of rows, then its output pass in column blocks, each block over every
+/// row of the batch, while the next batch is prefetched.
+///
+/// Row by row, the output pass reads the row, the weight and the bias: at
+/// 4096 values, 48 KiB where L1 holds 32, so all three come from L2 and
+/// every output line costs three line reads. In blocks, a weight and bias
+/// block is read once per batch and stays in L1, so an output line costs
+/// about one. Per row the statistics and the affine map are those of the
+/// row-by-row loop, so the bits are the same. Measured (A/B medians of three
+/// alternating bench runs, LayerNorm): [2048, 4096] 4.23 -> 3.28 ms at one
+/// thread, 2.42 -> 1.97 ms at two; [8192, 4096] 14.9 -> 14.0 ms and
+/// 9.85 -> 9.09 ms.
+#[inline(always)]
+fn streamed_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
+    let RowJob {
+        input,
+        input_stride,
+        output,
+        output_stride,
+        rows,
+        cols,
+        weight,
+        bias,
+        eps,
+        mut saved_mean,
+        mut saved_rstd,
+        stream,
+    } = job;
+    let mut consts = [RowAffine::non_finite(0); BATCH_ROWS];
+    let batch = (BATCH_BYTES / (cols * 4).max(1)).clamp(2, BATCH_ROWS);
+    let mut r0 = 0;
+    while r0 < rows {
+        let rb = batch.min(rows - r0);
+        for (i, a) in consts[..rb].iter_mut().enumerate() {
+            let r = r0 + i;
+            let x = match input {
+                Some(x) => &x[r * input_stride..r * input_stride + cols],
+                None => &output[r * output_stride..r * output_stride + cols],
+            };
+            *a = stats::<S, CENTERED>(s, x, eps, None);
+            if let Some(m) = saved_mean.as_deref_mut() {
+                m[r] = a.saved_mean;
+            }
+            if let Some(v) = saved_rstd.as_deref_mut() {
+                v[r] = a.saved_rstd;
+            }
+        }
+        let next_r0 = r0 + rb;
+        // This batch's rows, and the rest (the next batch, prefetched while
+        // this one is written; in place, it is read from `later`).
+        let (rows_now, later) = output.split_at_mut((next_r0 * output_stride).min(output.len()));
+        let mut c0 = 0;
+        while c0 < cols {
+            let len = BLOCK_COLS.min(cols - c0);
+            let g = weight.map(|w| &w[c0..c0 + len]);
+            let b = bias.map(|w| &w[c0..c0 + len]);
+            for (i, a) in consts[..rb].iter().enumerate() {
+                let r = r0 + i;
+                let nr = next_r0 + i;
+                let next = if nr >= rows {
+                    None
+                } else {
+                    match input {
+                        Some(x) => Some(&x[nr * input_stride + c0..][..len]),
+                        None => Some(&later[i * output_stride + c0..][..len]),
+                    }
+                };
+                let src = input.map(|x| &x[r * input_stride + c0..][..len]);
+                let dst = &mut rows_now[r * output_stride + c0..][..len];
+                normalize_dispatch::<S, CENTERED, true, 1, SumSquares>(
+                    s, src, dst, a, g, b, stream, next, None,
+                );
+            }
+            c0 += len;
+        }
+        r0 = next_r0;
+    }
+    s.stream_fence();
 }
 
 /// LayerNorm over every row of `job`.
