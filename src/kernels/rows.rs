@@ -1053,10 +1053,11 @@ const BATCH_BYTES: usize = 128 * 1024;
 /// Columns per block of [`streamed_rows`]' output pass: weight and bias
 /// blocks of 4 KiB each stay in L1 while a batch's rows pass them.
 const BLOCK_COLS: usize = 1024;
-/// Longest rows that take [`streamed_rows`]. Rows of 8192 values measured
-/// slower batched (LayerNorm [16384, 8192], A/B medians of three: one thread
-/// 47.0 -> 49.0 ms, two threads 32.7 -> 38.3 ms); rows of 4096 faster (see
-/// [`streamed_rows`]).
+/// Longest rows that take [`streamed_rows`]. Rows of 8192 values (4 per
+/// batch) measured no faster batched: LayerNorm [16384, 8192], A/B medians of
+/// three, 47.0 -> 49.0 ms at one thread, 32.7 -> 38.3 ms at two (though at two
+/// threads the row-by-row loop alone also measured 3-8% apart between two
+/// builds that did not change it).
 const BATCH_MAX_COLS: usize = 4096;
 
 /// Streamed rows with weight and bias, in batches: the statistics of a batch
@@ -1068,10 +1069,12 @@ const BATCH_MAX_COLS: usize = 4096;
 /// every output line costs three line reads. In blocks, a weight and bias
 /// block is read once per batch and stays in L1, so an output line costs
 /// about one. Per row the statistics and the affine map are those of the
-/// row-by-row loop, so the bits are the same. Measured (A/B medians of three
-/// alternating bench runs, LayerNorm): [2048, 4096] 4.23 -> 3.28 ms at one
-/// thread, 2.42 -> 1.97 ms at two; [8192, 4096] 14.9 -> 14.0 ms and
-/// 9.85 -> 9.09 ms.
+/// row-by-row loop, so the bits are the same. Measured, LayerNorm, A/B
+/// medians of 3-4 alternating bench runs, three sittings: [2048, 4096] 3.75 ->
+/// 2.93 and 4.23 -> 3.28 ms at one thread, 1.93 -> 1.79 and 2.42 -> 1.97 ms at
+/// two; [8192, 4096] 13.4-14.2 ms against 14.7-14.9 ms at one thread, and at
+/// two threads from 8% faster to 5% slower (9.14 -> 8.71, 9.85 -> 9.09,
+/// 9.21 -> 9.64 ms).
 #[inline(always)]
 fn streamed_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
     let RowJob {
