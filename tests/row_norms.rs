@@ -569,6 +569,27 @@ fn streamed_rows_equal_rows_alone(rows: usize, cols: usize) {
             op.forward_in_place(&p, RowsMut::new(&mut in_place, rows, cols).unwrap())
                 .unwrap();
             assert_same_bits(&in_place, y, &format!("{op:?} {isa} cols={cols} in place"));
+            // Strided input and output: rows land where the strides say, the
+            // gaps between them keep their sentinel.
+            let (in_stride, out_stride) = (cols + 5, cols + 3);
+            let xs = embed(&x, rows, cols, in_stride, 0, 0, 0.0);
+            let mut ys = embed(
+                &vec![sentinel(); rows * cols],
+                rows,
+                cols,
+                out_stride,
+                0,
+                0,
+                sentinel(),
+            );
+            op.forward(
+                &p,
+                Rows::with_stride(&xs, rows, cols, in_stride).unwrap(),
+                RowsMut::with_stride(&mut ys, rows, cols, out_stride).unwrap(),
+            )
+            .unwrap();
+            let want = embed(y, rows, cols, out_stride, 0, 0, sentinel());
+            assert_same_bits(&ys, &want, &format!("{op:?} {isa} cols={cols} strided"));
             match &first {
                 None => first = Some(y.to_vec()),
                 Some(y0) => assert_same_bits(y, y0, &format!("{op:?} {isa} vs portable")),
