@@ -46,8 +46,9 @@
 //! `C` alone). Within a chunk the flat values repeat their channel pattern
 //! every `P = lcm(C, 16)` values, so per-column sums down the chunk are plain
 //! 16-wide vector adds, vectorized across channels for any `C` (no masked
-//! channel tails except at the very end): a sum pass from memory, a centred
-//! pass from cache. Chunks are spread over threads and their per-channel
+//! channel tails except at the very end): one centred pass from memory
+//! around a centre taken from a sample of the chunk's rows (a second pass
+//! from cache when that centre proves poor). Chunks are spread over threads and their per-channel
 //! moments merged in f64. The output pass is one flat loop whose three
 //! coefficient vectors are windows of a `P`-periodic pattern. `[N, C]` with
 //! `Layout::Nchw` (`spatial == 1`) is the same memory and runs this path.
