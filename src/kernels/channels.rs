@@ -1587,10 +1587,10 @@ mod tests {
     /// Chunks whose sampled rows are outliers in one channel: that channel's
     /// pilot centre lands many standard deviations from its mean, and its
     /// moments must still be accurate (the recentring pass, which reruns only
-    /// the column groups holding that channel). Fails with the recentre
-    /// disabled (the mean off by 1.0e-6 standard deviations, 1.2e-7 with it:
-    /// the cancellation that pass exists for) and with the partial rerun
-    /// inverted.
+    /// the column groups holding that channel), with the same bits on every
+    /// ISA. Fails with the recentre disabled (the mean off by 1.0e-6
+    /// standard deviations, 1.2e-7 with it: the cancellation that pass
+    /// exists for) and with the partial rerun inverted.
     #[test]
     fn unrepresentative_pilot_rows_are_recentred() {
         for channels in [1, 5, 64, 100] {
@@ -1618,10 +1618,11 @@ mod tests {
                     base + 1e-3 * noise()
                 })
                 .collect();
-            let (mut mean, mut m2) = (vec![0.0; channels], vec![0.0; channels]);
-            chunk_moments(
-                crate::simd::portable::Portable,
-                ChunkJob {
+            // Every available ISA through the dispatch table, Portable first.
+            let run = |isa: crate::Isa| {
+                let (mut mean, mut m2) = (vec![0.0; channels], vec![0.0; channels]);
+                let k = crate::Isa::kernels(Some(isa)).expect("available");
+                (k.bn_chunk_moments)(ChunkJob {
                     input: &x,
                     channels,
                     chunk_rows: rows,
@@ -1629,8 +1630,16 @@ mod tests {
                     m2: &mut m2,
                     scratch: &mut vec![0.0; CHUNK_SCRATCH * period],
                     totals: &mut vec![0.0; 3 * channels],
-                },
-            );
+                });
+                (mean, m2)
+            };
+            let (mean, m2) = run(crate::Isa::Portable);
+            for isa in crate::Isa::available() {
+                let (mi, m2i) = run(isa);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&mi), bits(&mean), "C={channels} {isa}: mean");
+                assert_eq!(bits(&m2i), bits(&m2), "C={channels} {isa}: M2");
+            }
             for c in 0..channels {
                 let exact = channel_moments_f64(&x, channels, c);
                 let (dm, dm2) = (mean[c] - exact.mean, m2[c] - exact.m2);
