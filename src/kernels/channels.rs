@@ -1076,7 +1076,8 @@ fn affine<S: Simd, const SCALED: bool>(s: S, x: S::V, k: &Affine<S>) -> S::V {
 /// `#[target_feature]` function (see [`Terms`]).
 trait CoefSource<S: Simd> {
     /// The coefficients of the `LANES` values from offset `i`; called with
-    /// increasing offsets at most `LANES` apart.
+    /// increasing offsets at most `LANES` apart, except for constant sources
+    /// (only those are walked backward).
     fn at(&mut self, s: S, i: usize) -> Affine<S>;
 }
 
@@ -1091,13 +1092,15 @@ impl<S: Simd> CoefSource<S> for Affine<S> {
 /// `y = (x - hi) * scale * a + b` over `dst.len()` values, with the coefficient
 /// vectors from `coef`; streaming stores from the first 64-byte boundary of
 /// `dst` when `stream`. `ahead` (at least `dst.len()` long) is prefetched one
-/// line per vector.
+/// line per vector. `reverse`: the same vectors, last first (constant
+/// coefficients only; see [`CoefSource`]).
 ///
 /// Runs of `LANES` values or more never go through a partial copy: the
 /// unaligned head and the tail are whole vectors overlapping the body (the
 /// map is element-wise, so a value written twice gets the same bits both
 /// times). On 49-value planes the padded copies had cost more than the math.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     s: S,
     src: &[f32],
@@ -1105,6 +1108,7 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     stream: bool,
     coef: &mut C,
     ahead: Option<&[f32]>,
+    reverse: bool,
 ) {
     let n = dst.len();
     if n < LANES {
@@ -1120,35 +1124,78 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     } else {
         0
     };
-    if head > 0 {
-        let k = coef.at(s, 0);
-        let y = affine::<S, SCALED>(s, s.load(src[..LANES].try_into().expect("LANES")), &k);
-        s.store((&mut dst[..LANES]).try_into().expect("LANES"), y);
-    }
     let body_len = (n - head) / LANES * LANES;
+    let tail = head + body_len < n;
+    // Last first when `reverse` (see [`walk_backward`]): the overlapping
+    // tail vector, the body backward, the unaligned head.
+    if reverse && tail {
+        edge_vector::<S, SCALED, C>(s, src, dst, n - LANES, coef);
+    }
+    if !reverse && head > 0 {
+        edge_vector::<S, SCALED, C>(s, src, dst, 0, coef);
+    }
     let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
     let (from, _) = src[head..head + body_len].as_chunks::<LANES>();
-    for (j, (out, x)) in body.iter_mut().zip(from).enumerate() {
-        if let Some(a) = ahead {
-            s.prefetch(&a[head + j * LANES]);
+    let vectors = body.iter_mut().zip(from).enumerate();
+    if reverse {
+        for (j, (out, x)) in vectors.rev() {
+            if let Some(a) = ahead {
+                s.prefetch(&a[head + j * LANES]);
+            }
+            let k = coef.at(s, head + j * LANES);
+            body_vector::<S, SCALED>(s, x, out, &k, stream);
         }
-        let k = coef.at(s, head + j * LANES);
-        let y = affine::<S, SCALED>(s, s.load(x), &k);
-        if stream {
-            s.store_stream(out, y)
-        } else {
-            s.store(out, y)
+    } else {
+        for (j, (out, x)) in vectors {
+            if let Some(a) = ahead {
+                s.prefetch(&a[head + j * LANES]);
+            }
+            let k = coef.at(s, head + j * LANES);
+            body_vector::<S, SCALED>(s, x, out, &k, stream);
         }
     }
     if let Some(a) = ahead {
         s.prefetch(&a[n - 1]);
     }
-    if head + body_len < n {
-        let at = n - LANES;
-        let k = coef.at(s, at);
-        let y = affine::<S, SCALED>(s, s.load(src[at..].try_into().expect("LANES")), &k);
-        s.store((&mut dst[at..]).try_into().expect("LANES"), y);
+    if !reverse && tail {
+        edge_vector::<S, SCALED, C>(s, src, dst, n - LANES, coef);
     }
+    if reverse && head > 0 {
+        edge_vector::<S, SCALED, C>(s, src, dst, 0, coef);
+    }
+}
+
+/// One body vector of [`affine_map`].
+#[inline(always)]
+fn body_vector<S: Simd, const SCALED: bool>(
+    s: S,
+    x: &[f32; LANES],
+    out: &mut [f32; LANES],
+    k: &Affine<S>,
+    stream: bool,
+) {
+    let y = affine::<S, SCALED>(s, s.load(x), k);
+    if stream {
+        s.store_stream(out, y)
+    } else {
+        s.store(out, y)
+    }
+}
+
+/// The vector of [`affine_map`] at `at` (the unaligned head or the
+/// overlapping tail), stored normally.
+#[inline(always)]
+fn edge_vector<S: Simd, const SCALED: bool, C: CoefSource<S>>(
+    s: S,
+    src: &[f32],
+    dst: &mut [f32],
+    at: usize,
+    coef: &mut C,
+) {
+    let k = coef.at(s, at);
+    let x = src[at..at + LANES].try_into().expect("LANES");
+    let y = affine::<S, SCALED>(s, s.load(x), &k);
+    s.store((&mut dst[at..at + LANES]).try_into().expect("LANES"), y);
 }
 
 /// Planes to normalize (NCHW): `input` and `output` are whole planes of
@@ -1167,6 +1214,35 @@ pub(crate) struct PlaneJob<'a> {
     pub a: &'a [f32],
     pub b: &'a [f32],
     pub stream: bool,
+    /// Walk the planes last first (see [`walk_backward`]).
+    pub reverse: bool,
+}
+
+/// Whether an element-wise pass from `input` to `output` should walk
+/// backward (last vector first) to avoid 4 KiB aliasing, from where the
+/// two buffers sit relative to each other modulo 4 KiB.
+///
+/// A load whose address matches an older, not yet written store in the low
+/// 12 bits waits for that store as if it were to the same place. Walking
+/// forward, the load of `x[i]` is younger than the stores of `y[i - k]` for
+/// the last few `k`: when `y` sits a few vectors past `x` modulo 4 KiB
+/// (`0 < d < 2048` with `d = (y - x) mod 4096`, bytes), every load waits on
+/// a store. Walking backward the pending stores are at higher addresses, so
+/// the same `d` never matches; it would for `d` just below 4096, which walks
+/// forward. The order changes no value, only speed. Two buffers allocated
+/// one after the other often sit exactly one line apart (`d = 64`), as
+/// most of the bench tool's BatchNorm buffers do.
+///
+/// Measured, inference at one thread, median of 3-4 alternations in one
+/// process with buffers at `d = 64`, forward -> backward: `[8, 256, 28, 28]`
+/// NCHW 290 -> 224 µs, NHWC 329 -> 271 µs; `[64, 512, 7, 7]` NHWC 369 -> 279
+/// µs; DRAM-resident `[32, 64, 56, 56]` unchanged (memory, not the store
+/// queue, sets its pace). A harness with the output placed 64 bytes past
+/// the input modulo 4 KiB rather than 0: NCHW `[8, 192, 28, 28]` 141-156 µs
+/// against 105-115 µs (fastest of 61 calls).
+pub(crate) fn walk_backward(input: &[f32], output: &[f32]) -> bool {
+    let d = (output.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize) % 4096;
+    d > 0 && d < 2048
 }
 
 /// Applies the per-channel affine map to every plane of `job`.
@@ -1192,18 +1268,20 @@ fn apply_planes_with<S: Simd, const SCALED: bool>(s: S, job: PlaneJob<'_>) {
         a,
         b,
         stream,
+        reverse,
     } = job;
     let scale = scale.unwrap_or(&[]);
     // Streaming stores want whole 64-byte lines: short planes would write
     // mostly partial ones, so they store through the cache.
     let stream = stream && spatial >= 256;
-    let planes = input
-        .chunks_exact(spatial)
-        .zip(output.chunks_exact_mut(spatial));
-    for (p, (x, y)) in planes.enumerate() {
+    let planes = input.len() / spatial;
+    for q in 0..planes {
+        let p = if reverse { planes - 1 - q } else { q };
         let c = (first_channel + p) % channels;
         let mut k = Affine::channel::<SCALED>(s, [scale, hi, a, b], c);
-        affine_map::<S, SCALED, _>(s, x, y, stream, &mut k, None);
+        let span = p * spatial..(p + 1) * spatial;
+        let (x, y) = (&input[span.clone()], &mut output[span]);
+        affine_map::<S, SCALED, _>(s, x, y, stream, &mut k, None, reverse);
     }
     if stream {
         s.stream_fence();
@@ -1231,6 +1309,8 @@ pub(crate) struct ChannelPlanesJob<'a, 'b> {
     pub b: &'a [f32],
     pub prefetch: usize,
     pub stream: bool,
+    /// Walk the planes last first (see [`walk_backward`]).
+    pub reverse: bool,
 }
 
 /// Applies the per-channel affine map to every plane of a channel group.
@@ -1258,6 +1338,7 @@ fn apply_channel_planes_with<S: Simd, const SCALED: bool>(s: S, job: ChannelPlan
         b,
         prefetch,
         stream,
+        reverse,
     } = job;
     let scale = scale.unwrap_or(&[]);
     // As in `apply_planes_with`: short planes store through the cache.
@@ -1269,15 +1350,18 @@ fn apply_channel_planes_with<S: Simd, const SCALED: bool>(s: S, job: ChannelPlan
     // Sample by sample: the group's planes of one sample are one contiguous
     // run (channel by channel, short planes would share cache lines with
     // planes written much later).
-    for (n, out) in outputs.iter_mut().enumerate() {
-        for i in 0..hi.len() {
-            let mut k = Affine::channel::<SCALED>(s, [scale, hi, a, b], i);
-            let c = first_channel + i;
-            let at = (offset + i) * spatial;
-            let ahead = (i < prefetch).then(|| plane(n, c + hi.len()));
-            let y = &mut out[at..at + spatial];
-            affine_map::<S, SCALED, _>(s, plane(n, c), y, stream, &mut k, ahead);
-        }
+    // Last first when `reverse` (see [`walk_backward`]).
+    let group = hi.len();
+    let planes = outputs.len() * group;
+    for q in 0..planes {
+        let q = if reverse { planes - 1 - q } else { q };
+        let (n, i) = (q / group, q % group);
+        let mut k = Affine::channel::<SCALED>(s, [scale, hi, a, b], i);
+        let c = first_channel + i;
+        let at = (offset + i) * spatial;
+        let ahead = (i < prefetch).then(|| plane(n, c + group));
+        let y = &mut outputs[n][at..at + spatial];
+        affine_map::<S, SCALED, _>(s, plane(n, c), y, stream, &mut k, ahead, reverse);
     }
     if stream {
         s.stream_fence();
@@ -1298,6 +1382,8 @@ pub(crate) struct PatternJob<'a> {
     pub a: &'a [f32],
     pub b: &'a [f32],
     pub stream: bool,
+    /// Walk the values last first (see [`walk_backward`]).
+    pub reverse: bool,
 }
 
 /// `LANES` values of a coefficient pattern from index `k`.
@@ -1370,6 +1456,7 @@ fn apply_pattern_with<S: Simd, const SCALED: bool>(s: S, job: PatternJob<'_>) {
         a,
         b,
         stream,
+        reverse,
     } = job;
     let coef = PatternCoef::<SCALED> {
         k: phase % period,
@@ -1384,7 +1471,7 @@ fn apply_pattern_with<S: Simd, const SCALED: bool>(s: S, job: PatternJob<'_>) {
     if n < LANES {
         // One short vector: the general map handles it.
         let mut coef = coef;
-        affine_map::<S, SCALED, _>(s, input, output, stream, &mut coef, None);
+        affine_map::<S, SCALED, _>(s, input, output, stream, &mut coef, None, false);
         return;
     }
     // As in `affine_map`: an unaligned head vector (stored normally), the
@@ -1394,29 +1481,50 @@ fn apply_pattern_with<S: Simd, const SCALED: bool>(s: S, job: PatternJob<'_>) {
     } else {
         0
     };
-    if head > 0 {
-        let k = coef.coefs(s, phase % period);
-        let y = affine::<S, SCALED>(s, s.load(input[..LANES].try_into().expect("LANES")), &k);
-        s.store((&mut output[..LANES]).try_into().expect("LANES"), y);
-    }
     let body_len = (n - head) / LANES * LANES;
+    let tail = head + body_len < n;
+    // Last vector first when `reverse` (see [`walk_backward`]).
+    if reverse && tail {
+        pattern_edge(s, &coef, phase, n - LANES, input, output);
+    }
+    if !reverse && head > 0 {
+        pattern_edge(s, &coef, phase, 0, input, output);
+    }
     let (body, _) = output[head..head + body_len].as_chunks_mut::<LANES>();
     let (from, _) = input[head..head + body_len].as_chunks::<LANES>();
     let k0 = (phase + head) % period;
-    if stream {
-        pattern_body::<S, SCALED, true>(s, from, body, &coef, k0);
-    } else {
-        pattern_body::<S, SCALED, false>(s, from, body, &coef, k0);
+    match (stream, reverse) {
+        (true, false) => pattern_body::<S, SCALED, true, false>(s, from, body, &coef, k0),
+        (false, false) => pattern_body::<S, SCALED, false, false>(s, from, body, &coef, k0),
+        (true, true) => pattern_body::<S, SCALED, true, true>(s, from, body, &coef, k0),
+        (false, true) => pattern_body::<S, SCALED, false, true>(s, from, body, &coef, k0),
     }
-    if head + body_len < n {
-        let last = n - LANES;
-        let k = coef.coefs(s, (phase + last) % period);
-        let y = affine::<S, SCALED>(s, s.load(input[last..].try_into().expect("LANES")), &k);
-        s.store((&mut output[last..]).try_into().expect("LANES"), y);
+    if !reverse && tail {
+        pattern_edge(s, &coef, phase, n - LANES, input, output);
+    }
+    if reverse && head > 0 {
+        pattern_edge(s, &coef, phase, 0, input, output);
     }
     if stream {
         s.stream_fence();
     }
+}
+
+/// The vector of [`apply_pattern`] at `at` (the unaligned head or the
+/// overlapping tail), stored normally.
+#[inline(always)]
+fn pattern_edge<S: Simd, const SCALED: bool>(
+    s: S,
+    coef: &PatternCoef<'_, SCALED>,
+    phase: usize,
+    at: usize,
+    input: &[f32],
+    output: &mut [f32],
+) {
+    let k = coef.coefs(s, (phase + at) % coef.period);
+    let x = input[at..at + LANES].try_into().expect("LANES");
+    let y = affine::<S, SCALED>(s, s.load(x), &k);
+    s.store((&mut output[at..at + LANES]).try_into().expect("LANES"), y);
 }
 
 /// The body of [`apply_pattern`]: vector `j` takes the coefficient windows at
@@ -1427,7 +1535,7 @@ fn apply_pattern_with<S: Simd, const SCALED: bool>(s: S, job: PatternJob<'_>) {
 /// or bounds checks per vector (the per-vector wrap-around and window checks
 /// had made NHWC inference ~1.6x slower than NCHW at one thread).
 #[inline(always)]
-fn pattern_body<S: Simd, const SCALED: bool, const STREAM: bool>(
+fn pattern_body<S: Simd, const SCALED: bool, const STREAM: bool, const REV: bool>(
     s: S,
     from: &[[f32; LANES]],
     body: &mut [[f32; LANES]],
@@ -1457,7 +1565,9 @@ fn pattern_body<S: Simd, const SCALED: bool, const STREAM: bool>(
     let first = (period - k0).div_ceil(LANES).min(body.len());
     let (body_first, body_rest) = body.split_at_mut(first);
     let (from_first, from_rest) = from.split_at(first);
-    segment_map::<S, SCALED, STREAM>(s, from_first, body_first, segment(k0));
+    if !REV {
+        segment_map::<S, SCALED, STREAM, REV>(s, from_first, body_first, segment(k0));
+    }
     let r = k0 % LANES;
     let full = (period - r).div_ceil(LANES);
     let windows_r = segment(r);
@@ -1466,15 +1576,25 @@ fn pattern_body<S: Simd, const SCALED: bool, const STREAM: bool>(
     // per-vector loads and the per-period loop overhead had left NHWC
     // inference with 64 channels at ~0.65 of NCHW's speed).
     match full {
-        1 => whole_periods::<S, SCALED, STREAM, 1>(s, from_rest, body_rest, windows_r),
-        2 => whole_periods::<S, SCALED, STREAM, 2>(s, from_rest, body_rest, windows_r),
-        3 => whole_periods::<S, SCALED, STREAM, 3>(s, from_rest, body_rest, windows_r),
-        4 => whole_periods::<S, SCALED, STREAM, 4>(s, from_rest, body_rest, windows_r),
+        1 => whole_periods::<S, SCALED, STREAM, REV, 1>(s, from_rest, body_rest, windows_r),
+        2 => whole_periods::<S, SCALED, STREAM, REV, 2>(s, from_rest, body_rest, windows_r),
+        3 => whole_periods::<S, SCALED, STREAM, REV, 3>(s, from_rest, body_rest, windows_r),
+        4 => whole_periods::<S, SCALED, STREAM, REV, 4>(s, from_rest, body_rest, windows_r),
         _ => {
-            for (out, x) in body_rest.chunks_mut(full).zip(from_rest.chunks(full)) {
-                segment_map::<S, SCALED, STREAM>(s, x, out, windows_r);
+            let segments = body_rest.chunks_mut(full).zip(from_rest.chunks(full));
+            if REV {
+                for (out, x) in segments.rev() {
+                    segment_map::<S, SCALED, STREAM, REV>(s, x, out, windows_r);
+                }
+            } else {
+                for (out, x) in segments {
+                    segment_map::<S, SCALED, STREAM, REV>(s, x, out, windows_r);
+                }
             }
         }
+    }
+    if REV {
+        segment_map::<S, SCALED, STREAM, REV>(s, from_first, body_first, segment(k0));
     }
 }
 
@@ -1482,7 +1602,13 @@ fn pattern_body<S: Simd, const SCALED: bool, const STREAM: bool>(
 /// `W` coefficient windows stay in registers across all whole periods; a cut
 /// period at the end goes through [`segment_map`].
 #[inline(always)]
-fn whole_periods<S: Simd, const SCALED: bool, const STREAM: bool, const W: usize>(
+fn whole_periods<
+    S: Simd,
+    const SCALED: bool,
+    const STREAM: bool,
+    const REV: bool,
+    const W: usize,
+>(
     s: S,
     from: &[[f32; LANES]],
     body: &mut [[f32; LANES]],
@@ -1506,17 +1632,40 @@ fn whole_periods<S: Simd, const SCALED: bool, const STREAM: bool, const W: usize
     }
     let (periods, cut) = body.as_chunks_mut::<W>();
     let (from_periods, from_cut) = from.as_chunks::<W>();
-    for (out, x) in periods.iter_mut().zip(from_periods) {
-        for j in 0..W {
-            let y = affine::<S, SCALED>(s, s.load(&x[j]), &k[j]);
-            if STREAM {
-                s.store_stream(&mut out[j], y)
-            } else {
-                s.store(&mut out[j], y)
+    let periods = periods.iter_mut().zip(from_periods);
+    if REV {
+        segment_map::<S, SCALED, STREAM, REV>(s, from_cut, cut, windows);
+        for (out, x) in periods.rev() {
+            for j in (0..W).rev() {
+                store_vector::<S, STREAM>(
+                    s,
+                    &mut out[j],
+                    affine::<S, SCALED>(s, s.load(&x[j]), &k[j]),
+                );
             }
         }
+    } else {
+        for (out, x) in periods {
+            for j in 0..W {
+                store_vector::<S, STREAM>(
+                    s,
+                    &mut out[j],
+                    affine::<S, SCALED>(s, s.load(&x[j]), &k[j]),
+                );
+            }
+        }
+        segment_map::<S, SCALED, STREAM, REV>(s, from_cut, cut, windows);
     }
-    segment_map::<S, SCALED, STREAM>(s, from_cut, cut, windows);
+}
+
+/// A streaming store when STREAM, a plain one otherwise.
+#[inline(always)]
+fn store_vector<S: Simd, const STREAM: bool>(s: S, out: &mut [f32; LANES], y: S::V) {
+    if STREAM {
+        s.store_stream(out, y)
+    } else {
+        s.store(out, y)
+    }
 }
 
 type Windows<'a> = (
@@ -1529,7 +1678,7 @@ type Windows<'a> = (
 /// `y = affine(x)` over one segment, coefficient windows zipped with the
 /// values (stops at the shorter: the last segment may be cut short).
 #[inline(always)]
-fn segment_map<S: Simd, const SCALED: bool, const STREAM: bool>(
+fn segment_map<S: Simd, const SCALED: bool, const STREAM: bool, const REV: bool>(
     s: S,
     from: &[[f32; LANES]],
     body: &mut [[f32; LANES]],
@@ -1537,18 +1686,26 @@ fn segment_map<S: Simd, const SCALED: bool, const STREAM: bool>(
 ) {
     let one = s.splat(1.0);
     let coefs = hi.iter().zip(a).zip(b).enumerate();
-    for ((out, x), (j, ((h, a), b))) in body.iter_mut().zip(from).zip(coefs) {
-        let k = Affine {
-            scale: if SCALED { s.load(&sc[j]) } else { one },
-            hi: s.load(h),
-            a: s.load(a),
-            b: s.load(b),
-        };
-        let y = affine::<S, SCALED>(s, s.load(x), &k);
-        if STREAM {
-            s.store_stream(out, y)
-        } else {
-            s.store(out, y)
+    let vectors = body.iter_mut().zip(from).zip(coefs);
+    if REV {
+        for ((out, x), (j, ((h, a), b))) in vectors.rev() {
+            let k = Affine {
+                scale: if SCALED { s.load(&sc[j]) } else { one },
+                hi: s.load(h),
+                a: s.load(a),
+                b: s.load(b),
+            };
+            store_vector::<S, STREAM>(s, out, affine::<S, SCALED>(s, s.load(x), &k));
+        }
+    } else {
+        for ((out, x), (j, ((h, a), b))) in vectors {
+            let k = Affine {
+                scale: if SCALED { s.load(&sc[j]) } else { one },
+                hi: s.load(h),
+                a: s.load(a),
+                b: s.load(b),
+            };
+            store_vector::<S, STREAM>(s, out, affine::<S, SCALED>(s, s.load(x), &k));
         }
     }
 }
