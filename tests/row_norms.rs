@@ -285,6 +285,56 @@ fn unaligned_starts_give_the_same_bits() {
     }
 }
 
+/// Outputs placed at every kind of 4 KiB offset from the input (where a
+/// kernel may pick its walk order from the placement, as the BatchNorm
+/// output passes do): the same bits as at offset 0, for both ops, every
+/// weight/bias combination and ISA, rows long and short enough for the
+/// fused row loop.
+#[test]
+fn output_placement_gives_the_same_bits() {
+    let mut rng = Prng::new(16);
+    let rows = 5;
+    // A `len`-value window of a fresh buffer starting `d` bytes past `x`
+    // modulo 4 KiB.
+    fn placed(x: &[f32], len: usize, d: usize) -> (Vec<f32>, usize) {
+        let buf = vec![0.0f32; len + 1024];
+        let gap = (buf.as_ptr() as usize).wrapping_sub(x.as_ptr() as usize) % 4096;
+        (buf, (d + 4096 - gap) % 4096 / 4)
+    }
+    for cols in [16, 67, 768, 1024, 2000] {
+        let x = Class::Normal.matrix(&mut rng, rows, cols);
+        let w = weight_vec(&mut rng, cols);
+        let b = bias_vec(&mut rng, cols);
+        for op in Op::ALL {
+            for &(hw, hb) in op.affine_combos() {
+                for isa in Isa::available() {
+                    let p =
+                        Params::new(isa, 1e-5).affine(hw.then_some(&w[..]), hb.then_some(&b[..]));
+                    let run = |d: usize| {
+                        let (mut buf, at) = placed(&x, x.len(), d);
+                        let y = &mut buf[at..at + x.len()];
+                        op.forward(
+                            &p,
+                            Rows::new(&x, rows, cols).unwrap(),
+                            RowsMut::new(y, rows, cols).unwrap(),
+                        )
+                        .unwrap();
+                        y.to_vec()
+                    };
+                    let want = run(0);
+                    for d in [4, 32, 64, 256, 2044, 2048, 4032, 4092] {
+                        assert_same_bits(
+                            &run(d),
+                            &want,
+                            &format!("{op:?} {isa} cols={cols} weight={hw} bias={hb} offset {d}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Strided input and output (stride > cols, different for each, buffers
 /// longer than needed): the rows equal the contiguous result bit for bit and
 /// nothing between or after the rows is written.

@@ -384,7 +384,7 @@ pub(super) fn train_planes(
         group: (TRAIN_GROUP_BYTES / (g.n * g.spatial * 4).max(1)).max(1),
         per_task,
         stream: stream_for(y.len()),
-        reverse: channels::walk_backward(x, y),
+        reverse: crate::kernels::walk_backward(x, y),
         par,
     };
     let mut outs: Vec<&mut [f32]> = y.chunks_exact_mut(c * g.spatial).collect();
@@ -417,7 +417,7 @@ struct TrainPlan<'a> {
     /// Channels per thread at most.
     per_task: usize,
     stream: bool,
-    /// Walk the output backward (see `channels::walk_backward`).
+    /// Walk the output backward (see `kernels::walk_backward`).
     reverse: bool,
     par: bool,
 }
@@ -509,7 +509,7 @@ pub(super) fn apply(
     let par = threads(parallel);
     let stream = stream_for(y.len());
     let backward = after_stats && stream;
-    let reverse = channels::walk_backward(x, y);
+    let reverse = crate::kernels::walk_backward(x, y);
     if g.rows_of_channels {
         let period = channels::pattern_period(g.c);
         let pattern = |v: &[f32]| LinePattern::new(v, period);
@@ -920,7 +920,7 @@ mod tests {
                 for d in offsets {
                     let (mut buf, start) = output_at(&x, len, d);
                     let y = &mut buf[start..start + len];
-                    backward += usize::from(channels::walk_backward(&x, y));
+                    backward += usize::from(crate::kernels::walk_backward(&x, y));
                     let what = format!("{isa:?} {g:?} offset {d}");
                     for after_stats in [false, true] {
                         y.fill(0.0);

@@ -1126,7 +1126,7 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     };
     let body_len = (n - head) / LANES * LANES;
     let tail = head + body_len < n;
-    // Last first when `reverse` (see [`walk_backward`]): the overlapping
+    // Last first when `reverse` (see `walk_backward`): the overlapping
     // tail vector, the body backward, the unaligned head.
     if reverse && tail {
         edge_vector::<S, SCALED, C>(s, src, dst, n - LANES, coef);
@@ -1214,35 +1214,8 @@ pub(crate) struct PlaneJob<'a> {
     pub a: &'a [f32],
     pub b: &'a [f32],
     pub stream: bool,
-    /// Walk the planes last first (see [`walk_backward`]).
+    /// Walk the planes last first (see [`walk_backward`](super::walk_backward)).
     pub reverse: bool,
-}
-
-/// Whether an element-wise pass from `input` to `output` should walk
-/// backward (last vector first) to avoid 4 KiB aliasing, from where the
-/// two buffers sit relative to each other modulo 4 KiB.
-///
-/// A load whose address matches an older, not yet written store in the low
-/// 12 bits waits for that store as if it were to the same place. Walking
-/// forward, the load of `x[i]` is younger than the stores of `y[i - k]` for
-/// the last few `k`: when `y` sits a few vectors past `x` modulo 4 KiB
-/// (`0 < d < 2048` with `d = (y - x) mod 4096`, bytes), every load waits on
-/// a store. Walking backward the pending stores are at higher addresses, so
-/// the same `d` never matches; it would for `d` just below 4096, which walks
-/// forward. The order changes no value, only speed. Two buffers allocated
-/// one after the other often sit exactly one line apart (`d = 64`), as
-/// most of the bench tool's BatchNorm buffers do.
-///
-/// Measured, inference at one thread, median of 3-4 alternations in one
-/// process with buffers at `d = 64`, forward -> backward: `[8, 256, 28, 28]`
-/// NCHW 290 -> 224 µs, NHWC 329 -> 271 µs; `[64, 512, 7, 7]` NHWC 369 -> 279
-/// µs; DRAM-resident `[32, 64, 56, 56]` unchanged (memory, not the store
-/// queue, sets its pace). A harness with the output placed 64 bytes past
-/// the input modulo 4 KiB rather than 0: NCHW `[8, 192, 28, 28]` 141-156 µs
-/// against 105-115 µs (fastest of 61 calls).
-pub(crate) fn walk_backward(input: &[f32], output: &[f32]) -> bool {
-    let d = (output.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize) % 4096;
-    d > 0 && d < 2048
 }
 
 /// Applies the per-channel affine map to every plane of `job`.
@@ -1309,7 +1282,7 @@ pub(crate) struct ChannelPlanesJob<'a, 'b> {
     pub b: &'a [f32],
     pub prefetch: usize,
     pub stream: bool,
-    /// Walk the planes last first (see [`walk_backward`]).
+    /// Walk the planes last first (see [`walk_backward`](super::walk_backward)).
     pub reverse: bool,
 }
 
@@ -1350,7 +1323,7 @@ fn apply_channel_planes_with<S: Simd, const SCALED: bool>(s: S, job: ChannelPlan
     // Sample by sample: the group's planes of one sample are one contiguous
     // run (channel by channel, short planes would share cache lines with
     // planes written much later).
-    // Last first when `reverse` (see [`walk_backward`]).
+    // Last first when `reverse` (see `walk_backward`).
     let group = hi.len();
     let planes = outputs.len() * group;
     for q in 0..planes {
@@ -1382,7 +1355,7 @@ pub(crate) struct PatternJob<'a> {
     pub a: &'a [f32],
     pub b: &'a [f32],
     pub stream: bool,
-    /// Walk the values last first (see [`walk_backward`]).
+    /// Walk the values last first (see [`walk_backward`](super::walk_backward)).
     pub reverse: bool,
 }
 
@@ -1483,7 +1456,7 @@ fn apply_pattern_with<S: Simd, const SCALED: bool>(s: S, job: PatternJob<'_>) {
     };
     let body_len = (n - head) / LANES * LANES;
     let tail = head + body_len < n;
-    // Last vector first when `reverse` (see [`walk_backward`]).
+    // Last vector first when `reverse` (see `walk_backward`).
     if reverse && tail {
         pattern_edge(s, &coef, phase, n - LANES, input, output);
     }
