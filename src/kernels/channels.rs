@@ -1139,19 +1139,11 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     let vectors = body.iter_mut().zip(from).enumerate();
     if reverse {
         for (j, (out, x)) in vectors.rev() {
-            if let Some(a) = ahead {
-                s.prefetch(&a[head + j * LANES]);
-            }
-            let k = coef.at(s, head + j * LANES);
-            body_vector::<S, SCALED>(s, x, out, &k, stream);
+            body_vector::<S, SCALED, C>(s, x, out, head + j * LANES, coef, ahead, stream);
         }
     } else {
         for (j, (out, x)) in vectors {
-            if let Some(a) = ahead {
-                s.prefetch(&a[head + j * LANES]);
-            }
-            let k = coef.at(s, head + j * LANES);
-            body_vector::<S, SCALED>(s, x, out, &k, stream);
+            body_vector::<S, SCALED, C>(s, x, out, head + j * LANES, coef, ahead, stream);
         }
     }
     if let Some(a) = ahead {
@@ -1165,16 +1157,24 @@ fn affine_map<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     }
 }
 
-/// One body vector of [`affine_map`].
+/// The body vector of [`affine_map`] at offset `at`, prefetching `ahead`'s
+/// line there.
 #[inline(always)]
-fn body_vector<S: Simd, const SCALED: bool>(
+#[allow(clippy::too_many_arguments)]
+fn body_vector<S: Simd, const SCALED: bool, C: CoefSource<S>>(
     s: S,
     x: &[f32; LANES],
     out: &mut [f32; LANES],
-    k: &Affine<S>,
+    at: usize,
+    coef: &mut C,
+    ahead: Option<&[f32]>,
     stream: bool,
 ) {
-    let y = affine::<S, SCALED>(s, s.load(x), k);
+    if let Some(a) = ahead {
+        s.prefetch(&a[at]);
+    }
+    let k = coef.at(s, at);
+    let y = affine::<S, SCALED>(s, s.load(x), &k);
     if stream {
         s.store_stream(out, y)
     } else {
@@ -1657,30 +1657,37 @@ fn segment_map<S: Simd, const SCALED: bool, const STREAM: bool, const REV: bool>
     body: &mut [[f32; LANES]],
     (sc, hi, a, b): Windows<'_>,
 ) {
-    let one = s.splat(1.0);
     let coefs = hi.iter().zip(a).zip(b).enumerate();
     let vectors = body.iter_mut().zip(from).zip(coefs);
     if REV {
         for ((out, x), (j, ((h, a), b))) in vectors.rev() {
-            let k = Affine {
-                scale: if SCALED { s.load(&sc[j]) } else { one },
-                hi: s.load(h),
-                a: s.load(a),
-                b: s.load(b),
-            };
-            store_vector::<S, STREAM>(s, out, affine::<S, SCALED>(s, s.load(x), &k));
+            window_vector::<S, SCALED, STREAM>(s, out, x, sc, j, [h, a, b]);
         }
     } else {
         for ((out, x), (j, ((h, a), b))) in vectors {
-            let k = Affine {
-                scale: if SCALED { s.load(&sc[j]) } else { one },
-                hi: s.load(h),
-                a: s.load(a),
-                b: s.load(b),
-            };
-            store_vector::<S, STREAM>(s, out, affine::<S, SCALED>(s, s.load(x), &k));
+            window_vector::<S, SCALED, STREAM>(s, out, x, sc, j, [h, a, b]);
         }
     }
+}
+
+/// One vector of [`segment_map`]: `x` through the windows `hab` (and
+/// `sc[j]` when SCALED) into `out`.
+#[inline(always)]
+fn window_vector<S: Simd, const SCALED: bool, const STREAM: bool>(
+    s: S,
+    out: &mut [f32; LANES],
+    x: &[f32; LANES],
+    sc: &[[f32; LANES]],
+    j: usize,
+    [h, a, b]: [&[f32; LANES]; 3],
+) {
+    let k = Affine {
+        scale: if SCALED { s.load(&sc[j]) } else { s.splat(1.0) },
+        hi: s.load(h),
+        a: s.load(a),
+        b: s.load(b),
+    };
+    store_vector::<S, STREAM>(s, out, affine::<S, SCALED>(s, s.load(x), &k));
 }
 
 #[cfg(test)]
