@@ -3,6 +3,7 @@
 
 use crate::Error;
 use crate::isa::Isa;
+use crate::kernels::RowOp;
 use crate::layout::{Rows, RowsMut};
 use crate::row_norm::{self, RowNormArgs};
 
@@ -91,7 +92,7 @@ impl<'p> LayerNorm<'p> {
     /// Normalizes each row of `input` into the same row of `output`.
     pub fn forward(&self, input: Rows<'_>, output: RowsMut<'_>) -> Result<(), Error> {
         row_norm::run(
-            |k| k.layer_norm,
+            RowOp::LayerNorm,
             &self.args,
             Some(input),
             output,
@@ -102,7 +103,7 @@ impl<'p> LayerNorm<'p> {
 
     /// Normalizes each row of `data` in place.
     pub fn forward_in_place(&self, data: RowsMut<'_>) -> Result<(), Error> {
-        row_norm::run(|k| k.layer_norm, &self.args, None, data, None, None)
+        row_norm::run(RowOp::LayerNorm, &self.args, None, data, None, None)
     }
 
     /// [`forward`](Self::forward) that also saves each row's `mean` and
@@ -117,7 +118,7 @@ impl<'p> LayerNorm<'p> {
         rstd: &mut [f32],
     ) -> Result<(), Error> {
         row_norm::run(
-            |k| k.layer_norm,
+            RowOp::LayerNorm,
             &self.args,
             Some(input),
             output,

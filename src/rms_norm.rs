@@ -3,6 +3,7 @@
 
 use crate::Error;
 use crate::isa::Isa;
+use crate::kernels::RowOp;
 use crate::layout::{Rows, RowsMut};
 use crate::row_norm::{self, RowNormArgs};
 
@@ -75,12 +76,12 @@ impl<'p> RmsNorm<'p> {
 
     /// Normalizes each row of `input` into the same row of `output`.
     pub fn forward(&self, input: Rows<'_>, output: RowsMut<'_>) -> Result<(), Error> {
-        row_norm::run(|k| k.rms_norm, &self.args, Some(input), output, None, None)
+        row_norm::run(RowOp::RmsNorm, &self.args, Some(input), output, None, None)
     }
 
     /// Normalizes each row of `data` in place.
     pub fn forward_in_place(&self, data: RowsMut<'_>) -> Result<(), Error> {
-        row_norm::run(|k| k.rms_norm, &self.args, None, data, None, None)
+        row_norm::run(RowOp::RmsNorm, &self.args, None, data, None, None)
     }
 
     /// [`forward`](Self::forward) that also saves each row's
@@ -93,7 +94,7 @@ impl<'p> RmsNorm<'p> {
         rstd: &mut [f32],
     ) -> Result<(), Error> {
         row_norm::run(
-            |k| k.rms_norm,
+            RowOp::RmsNorm,
             &self.args,
             Some(input),
             output,

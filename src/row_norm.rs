@@ -3,7 +3,7 @@
 
 use crate::error::{check_eps, check_len};
 use crate::isa::Isa;
-use crate::kernels::{Kernels, RowJob};
+use crate::kernels::{RowJob, RowOp, walk_backward};
 use crate::layout::{Rows, RowsMut, check_same_shape};
 use crate::{Error, parallel};
 
@@ -23,10 +23,10 @@ pub(crate) struct RowNormArgs<'p> {
     pub parallel: bool,
 }
 
-/// Checks everything, then runs `pick(kernels)` over the rows. `input = None`
+/// Checks everything, then runs `op` over the rows. `input = None`
 /// normalizes `output` in place.
 pub(crate) fn run(
-    pick: fn(&Kernels) -> fn(RowJob<'_>),
+    op: RowOp,
     args: &RowNormArgs<'_>,
     input: Option<Rows<'_>>,
     output: RowsMut<'_>,
@@ -51,6 +51,14 @@ pub(crate) fn run(
     }
     let stream = rows.saturating_mul(cols).saturating_mul(4) >= STREAM_MIN_BYTES;
     let (output, _, _, output_stride) = output.into_parts();
+    // Cache-resident rows with the output just past the input modulo 4 KiB
+    // are written last chunk first. Decided by the first row: with equal
+    // strides every row sits the same way. Streamed rows wait on memory,
+    // not on the store queue.
+    let descending = !stream
+        && input
+            .as_ref()
+            .is_some_and(|x| walk_backward(x.data(), output));
     let job = RowJob {
         input: input.as_ref().map(|x| x.data()),
         input_stride: input.as_ref().map_or(0, |x| x.stride()),
@@ -65,6 +73,6 @@ pub(crate) fn run(
         saved_rstd,
         stream,
     };
-    parallel::run_rows(pick(kernels), job, args.parallel);
+    parallel::run_rows(kernels.row_op(op, descending), job, args.parallel);
     Ok(())
 }

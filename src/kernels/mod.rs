@@ -96,21 +96,35 @@ impl<'a> RowJob<'a> {
 /// the input modulo 4 KiB rather than 0: NCHW `[8, 192, 28, 28]` 141-156 µs
 /// against 105-115 µs (fastest of 61 calls).
 ///
-/// The row ops do not use it yet. Writing each row last chunk first in
-/// their fused row loop gave RMSNorm, one thread, buffers one line apart
-/// (median of 4 alternations) `[512, 1024]` 90.4 -> 63.8 µs and `[128, 768]`
-/// 13.1 -> 11.0 µs, but LayerNorm `[128, 768]` with its buffers at `d = 0`
-/// (same machine code path) went 13.7-14.3 -> 14.9-15.2 µs in three
-/// sittings, most likely from the doubled fused-loop instantiations.
+/// The row ops use it through separate entry points
+/// ([`Kernels::row_op`]): each cache-resident row is written last chunk
+/// first while the next row's sums, fused into the same loop, keep their
+/// order. RMSNorm, one thread, buffers one line apart, medians of 4
+/// alternations: `[512, 1024]` 81.3 -> 65.0 µs, `[128, 768]` 13.3 -> 11.0
+/// µs; LayerNorm with its buffers at `d = 0` unchanged (14.2 -> 13.9 µs).
+/// An earlier attempt chose the walk inside one entry point (a flag, or both
+/// walks inlined side by side) and slowed that LayerNorm case to 14.9-15.2
+/// from 13.7-14.3 µs in three sittings.
 pub(crate) fn walk_backward(input: &[f32], output: &[f32]) -> bool {
     let d = (output.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize) % 4096;
     d > 0 && d < 2048
+}
+
+/// The row op a [`RowJob`] runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RowOp {
+    LayerNorm,
+    RmsNorm,
 }
 
 /// One ISA's entry points.
 pub(crate) struct Kernels {
     pub layer_norm: fn(RowJob<'_>),
     pub rms_norm: fn(RowJob<'_>),
+    /// `layer_norm` writing each cache-resident row last chunk first.
+    pub layer_norm_descending: fn(RowJob<'_>),
+    /// `rms_norm` writing each cache-resident row last chunk first.
+    pub rms_norm_descending: fn(RowJob<'_>),
     pub row_moments: fn(&[f32]) -> Moments,
     pub stream_copy: fn(&[f32], &mut [f32]),
     pub bn_plane_moments: fn(channels::PlaneStatsJob<'_>),
@@ -118,4 +132,20 @@ pub(crate) struct Kernels {
     pub bn_apply_planes: fn(channels::PlaneJob<'_>),
     pub bn_apply_channel_planes: fn(channels::ChannelPlanesJob<'_, '_>),
     pub bn_apply_pattern: fn(channels::PatternJob<'_>),
+}
+
+impl Kernels {
+    /// The entry point for `op`; `descending` writes each cache-resident
+    /// row last chunk first (see [`walk_backward`]). Two entry points
+    /// rather than one with a flag: the flag, or both walks inlined into one
+    /// function, slowed the forward walk (LayerNorm `[128, 768]`, see
+    /// `walk_backward`).
+    pub(crate) fn row_op(&self, op: RowOp, descending: bool) -> fn(RowJob<'_>) {
+        match (op, descending) {
+            (RowOp::LayerNorm, false) => self.layer_norm,
+            (RowOp::LayerNorm, true) => self.layer_norm_descending,
+            (RowOp::RmsNorm, false) => self.rms_norm,
+            (RowOp::RmsNorm, true) => self.rms_norm_descending,
+        }
+    }
 }

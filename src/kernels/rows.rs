@@ -540,6 +540,7 @@ fn normalize_row<
     const GAMMA: bool,
     const BETA: bool,
     const BATCHED: bool,
+    const REV: bool,
     const N: usize,
     T: Terms<S, N>,
 >(
@@ -589,15 +590,16 @@ fn normalize_row<
         (Some(next), Some(inner)) if head == 0 => {
             macro_rules! fused {
                 ($stream:literal) => {{
-                    let mut pass = WithNormalize::<S, T, SCALED, CENTERED, GAMMA, BETA, $stream> {
-                        inner,
-                        k: &k,
-                        xs,
-                        body,
-                        gs,
-                        bs,
-                        j: 0,
-                    };
+                    let mut pass =
+                        WithNormalize::<S, T, SCALED, CENTERED, GAMMA, BETA, $stream, REV> {
+                            inner,
+                            k: &k,
+                            xs,
+                            body,
+                            gs,
+                            bs,
+                            j: 0,
+                        };
                     reduce_row(s, next, &mut pass)
                 }};
             }
@@ -607,7 +609,7 @@ fn normalize_row<
             let next = next.map(|next| next[range].as_chunks::<LANES>().0);
             macro_rules! plain {
                 ($xs:expr, $stream:literal) => {
-                    body_loop::<S, SCALED, CENTERED, GAMMA, BETA, $stream, BATCHED>(
+                    body_loop::<S, SCALED, CENTERED, GAMMA, BETA, $stream, BATCHED, REV>(
                         s, &k, $xs, body, gs, bs, next,
                     )
                 };
@@ -649,6 +651,7 @@ struct WithNormalize<
     const GAMMA: bool,
     const BETA: bool,
     const STREAM: bool,
+    const REV: bool,
 > {
     inner: T,
     k: &'a AffineConsts<S>,
@@ -669,13 +672,18 @@ impl<
     const GAMMA: bool,
     const BETA: bool,
     const STREAM: bool,
-> Terms<S, N> for WithNormalize<'_, S, T, SCALED, CENTERED, GAMMA, BETA, STREAM>
+    const REV: bool,
+> Terms<S, N> for WithNormalize<'_, S, T, SCALED, CENTERED, GAMMA, BETA, STREAM, REV>
 {
     #[inline(always)]
     fn terms(&mut self, s: S, v: S::V, chunk: &[f32]) -> [S::V; N] {
         let j = self.j;
         self.j += 1;
-        if j < self.body.len() {
+        let n = self.body.len();
+        if j < n {
+            // Walking backward, this row's chunks go last first while the
+            // next row's sums keep their order (see `walk_backward`).
+            let j = if REV { n - 1 - j } else { j };
             normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(
                 s, self.k, self.xs, self.body, self.gs, self.bs, j,
             );
@@ -702,6 +710,7 @@ fn body_loop<
     const BETA: bool,
     const STREAM: bool,
     const BATCHED: bool,
+    const REV: bool,
 >(
     s: S,
     k: &AffineConsts<S>,
@@ -732,6 +741,7 @@ fn body_loop<
             {
                 s.prefetch(&next[j / 4][0]);
             }
+            let j = if REV { n - 1 - j } else { j };
             normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
         }
     } else {
@@ -749,6 +759,7 @@ fn body_loop<
             if let Some(next) = next {
                 s.prefetch(&next[j][0]);
             }
+            let j = if REV { n - 1 - j } else { j };
             normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
         }
     }
@@ -877,6 +888,7 @@ fn normalize_dispatch<
     S: Simd,
     const CENTERED: bool,
     const BATCHED: bool,
+    const REV: bool,
     const N: usize,
     T: Terms<S, N>,
 >(
@@ -897,7 +909,7 @@ fn normalize_dispatch<
     let (g, b) = (gamma.unwrap_or(&[]), beta.unwrap_or(&[]));
     macro_rules! go {
         ($scaled:literal, $gamma:literal, $beta:literal) => {
-            normalize_row::<S, $scaled, CENTERED, $gamma, $beta, BATCHED, N, T>(
+            normalize_row::<S, $scaled, CENTERED, $gamma, $beta, BATCHED, REV, N, T>(
                 s, src, dst, a, g, b, stream, next, first,
             )
         };
@@ -940,7 +952,7 @@ fn stats<S: Simd, const CENTERED: bool>(
 /// [`normalize_row`]), so a row costs one statistics-only pass only when
 /// fusing was not possible for it.
 #[inline(always)]
-fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
+fn norm_rows<S: Simd, const CENTERED: bool, const DESCENDING: bool>(s: S, job: RowJob<'_>) {
     // Row by row below: cache-sized tensors (fused passes), and streamed
     // rows without both parameter rows or longer than `BATCH_MAX_COLS`.
     if job.stream
@@ -997,7 +1009,7 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
             (true, Some(nx)) => {
                 let shift = head_shift(s, nx);
                 let pass = Centered::<S, false>::new(s, 1.0, shift);
-                normalize_dispatch::<S, CENTERED, false, 2, _>(
+                normalize_dispatch::<S, CENTERED, false, DESCENDING, 2, _>(
                     s,
                     src,
                     dst,
@@ -1010,7 +1022,7 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
                 )
                 .map(|[s1, s2]| FirstSums { shift, s1, s2 })
             }
-            (false, Some(_)) => normalize_dispatch::<S, CENTERED, false, 1, _>(
+            (false, Some(_)) => normalize_dispatch::<S, CENTERED, false, DESCENDING, 1, _>(
                 s,
                 src,
                 dst,
@@ -1027,7 +1039,7 @@ fn norm_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
                 s2,
             }),
             (_, None) => {
-                normalize_dispatch::<S, CENTERED, false, 1, SumSquares>(
+                normalize_dispatch::<S, CENTERED, false, DESCENDING, 1, SumSquares>(
                     s, src, dst, &a, weight, bias, stream, next, None,
                 );
                 None
@@ -1132,7 +1144,7 @@ fn streamed_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
                 };
                 let src = input.map(|x| &x[r * input_stride + c0..][..len]);
                 let dst = &mut rows_now[r * output_stride + c0..][..len];
-                normalize_dispatch::<S, CENTERED, true, 1, SumSquares>(
+                normalize_dispatch::<S, CENTERED, true, false, 1, SumSquares>(
                     s, src, dst, a, g, b, stream, next, None,
                 );
             }
@@ -1146,13 +1158,27 @@ fn streamed_rows<S: Simd, const CENTERED: bool>(s: S, job: RowJob<'_>) {
 /// LayerNorm over every row of `job`.
 #[inline(always)]
 pub(crate) fn layer_norm_rows<S: Simd>(s: S, job: RowJob<'_>) {
-    norm_rows::<S, true>(s, job)
+    norm_rows::<S, true, false>(s, job)
+}
+
+/// [`layer_norm_rows`] writing each cache-resident row last chunk first
+/// (see [`walk_backward`](super::walk_backward)).
+#[inline(always)]
+pub(crate) fn layer_norm_rows_descending<S: Simd>(s: S, job: RowJob<'_>) {
+    norm_rows::<S, true, true>(s, job)
 }
 
 /// RMSNorm over every row of `job` (`bias`, if any, is added after `weight`).
 #[inline(always)]
 pub(crate) fn rms_norm_rows<S: Simd>(s: S, job: RowJob<'_>) {
-    norm_rows::<S, false>(s, job)
+    norm_rows::<S, false, false>(s, job)
+}
+
+/// [`rms_norm_rows`] writing each cache-resident row last chunk first
+/// (see [`walk_backward`](super::walk_backward)).
+#[inline(always)]
+pub(crate) fn rms_norm_rows_descending<S: Simd>(s: S, job: RowJob<'_>) {
+    norm_rows::<S, false, true>(s, job)
 }
 
 /// Exact moments of one row (LayerNorm's passes 1 and 2).

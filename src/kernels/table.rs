@@ -17,6 +17,8 @@ macro_rules! for_each_kernel {
         $table!($($head)*
             layer_norm(job: RowJob<'_>) => rows::layer_norm_rows;
             rms_norm(job: RowJob<'_>) => rows::rms_norm_rows;
+            layer_norm_descending(job: RowJob<'_>) => rows::layer_norm_rows_descending;
+            rms_norm_descending(job: RowJob<'_>) => rows::rms_norm_rows_descending;
             row_moments(x: &[f32]) -> Moments => rows::row_moments;
             stream_copy(src: &[f32], dst: &mut [f32]) => copy::stream_copy;
             bn_plane_moments(job: PlaneStatsJob<'_>) => channels::plane_moments;
