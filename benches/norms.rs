@@ -44,7 +44,7 @@ fn norms(c: &mut Criterion) {
             .iter()
             .flat_map(|label| op.parse_label(label, None).expect("built-in shapes parse"));
         for shape in shapes {
-            let mut case = pool.install(|| (op.make)(&shape));
+            let mut case = pool.install(|| (op.make)(&shape, 0));
             let bytes = case.in_bytes() + case.out_bytes();
             let copy_len = bytes.div_ceil(8);
             let src = data::filler(copy_len);

@@ -20,6 +20,9 @@ pub struct Args {
     pub json: bool,
     /// Fewer, shorter samples.
     pub quick: bool,
+    /// Bytes past a page where the op's output starts; every other buffer
+    /// starts on a page.
+    pub offset: usize,
 }
 
 /// The outcome of parsing.
@@ -57,6 +60,9 @@ pub fn usage() -> String {
          \x20 --threads N        thread counts (default: 1 and all cores)\n\
          \x20 --json             one JSON object per line: op, shape, dtype, isa, threads,\n\
          \x20                    ns_per_call, gbps, copy_gbps, ratio_to_copy, max_abs_err\n\
+         \x20 --offset BYTES     where the op's output starts past a 4 KiB page, every\n\
+         \x20                    other buffer starting on one (default 0; a multiple of 4\n\
+         \x20                    below 4096): 4 KiB aliasing makes speed depend on it\n\
          \x20 --quick            fewer, shorter samples\n\
          \x20 --help             this text\n\
          \n\
@@ -91,6 +97,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Usage> {
     let mut isa_names: Vec<String> = Vec::new();
     let mut thread_specs: Vec<String> = Vec::new();
     let (mut json, mut quick) = (false, false);
+    let mut offset = 0;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -116,6 +123,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Usage> {
             }
             "--isa" => isa_names.extend(list(&value("an ISA name or all")?)),
             "--threads" => thread_specs.extend(list(&value("a thread count")?)),
+            "--offset" => offset = parse_offset(&value("bytes, e.g. 64")?)?,
             "--json" | "--quick" | "--help" | "-h" if inline.is_some() => {
                 return usage_err(format!("{flag} takes no value"));
             }
@@ -133,7 +141,19 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Usage> {
         threads: threads(&thread_specs)?,
         json,
         quick,
+        offset,
     }))
+}
+
+/// `--offset`: bytes past a page, a whole number of floats, inside a page.
+fn parse_offset(value: &str) -> Result<usize, Usage> {
+    match value.parse::<usize>() {
+        Ok(bytes) if bytes.is_multiple_of(4) && bytes < crate::data::PAGE => Ok(bytes),
+        _ => usage_err(format!(
+            "--offset {value:?}: want bytes, a multiple of 4 below {}",
+            crate::data::PAGE
+        )),
+    }
 }
 
 /// Splits a comma list, dropping empty items.

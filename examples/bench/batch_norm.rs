@@ -168,11 +168,11 @@ pub struct BnCase {
 impl BnCase {
     /// Fills the inputs (in the current rayon pool) and computes the
     /// reference.
-    pub fn new(mode: Mode, shape: &Shape) -> Self {
+    pub fn new(mode: Mode, shape: &Shape, offset: usize) -> Self {
         let sh = batch_shape(shape);
         let (c, len) = (sh.c, sh.len().expect("parse_dims bounds the size"));
         let x = data::normal(len, 11, 0.0, 1.0);
-        let y = data::zeros(len);
+        let y = data::zeros_at(len, offset);
         let weight = data::normal(c, 12, 1.0, 0.1);
         let bias = data::normal(c, 13, 0.0, 0.1);
         let initial_mean = data::normal(c, 14, 0.0, 0.1);

@@ -1,4 +1,11 @@
-//! Test data: 64-byte-aligned buffers and a seeded normal generator.
+//! Test data: page-placed buffers and a seeded normal generator.
+//!
+//! Every buffer starts on a 4 KiB page, and an output may start a chosen
+//! number of bytes past one ([`zeros_at`]). Where an output sits relative to
+//! its input modulo 4 KiB changes how fast a kernel or a copy runs (4 KiB
+//! aliasing between loads and pending stores, up to ~35% on cache-resident
+//! shapes), and allocators place two large buffers however they like; fixed
+//! placement makes runs, builds and tables comparable.
 //!
 //! The generator is SplitMix64 feeding Marsaglia's polar method, in f64,
 //! rounded to f32 at the end. Buffers are filled in chunks of [`CHUNK`]
@@ -6,22 +13,52 @@
 //! is the same whatever rayon pool fills it, and a 512 MiB input fills on
 //! every core instead of one.
 
+use std::ops::{Deref, DerefMut};
+
 use aligned_vec::{AVec, ConstAlign};
 use rayon::prelude::*;
 
-/// A buffer of `f32` whose first element sits on a 64-byte (cache line,
-/// AVX-512 vector) boundary.
-pub type Buf = AVec<f32, ConstAlign<64>>;
+/// Page size the placement is relative to.
+pub const PAGE: usize = 4096;
+
+/// A buffer of `f32` starting on a page, or `offset` bytes past one.
+#[derive(Clone)]
+pub struct Buf {
+    raw: AVec<f32, ConstAlign<PAGE>>,
+    /// Elements skipped at the front of `raw`.
+    skip: usize,
+}
+
+impl Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.raw[self.skip..]
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.raw[self.skip..]
+    }
+}
 
 /// Values per independently seeded chunk of a filled buffer.
 const CHUNK: usize = 1 << 16;
 
-/// `len` zeros, already written (so the pages are faulted in before any
-/// timing starts).
+/// `len` zeros on a page, already written (so the pages are faulted in
+/// before any timing starts).
 pub fn zeros(len: usize) -> Buf {
-    let mut buf = Buf::with_capacity(64, len);
-    buf.resize(len, 0.0);
-    buf
+    zeros_at(len, 0)
+}
+
+/// `len` zeros starting `offset` bytes past a page (`offset` a multiple of
+/// 4 below [`PAGE`]).
+pub fn zeros_at(len: usize, offset: usize) -> Buf {
+    debug_assert!(offset.is_multiple_of(4) && offset < PAGE);
+    let skip = offset / 4;
+    let mut raw = AVec::with_capacity(PAGE, skip + len);
+    raw.resize(skip + len, 0.0);
+    Buf { raw, skip }
 }
 
 /// `len` values of `mean + sd * N(0, 1)`, the same for the same `seed`.

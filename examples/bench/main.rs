@@ -95,11 +95,13 @@ fn run(args: &Args) -> Result<(), String> {
 
     for &(op, ref shapes) in &args.plan {
         for shape in shapes {
-            let mut case = widest.install(|| (op.make)(shape));
+            let mut case = widest.install(|| (op.make)(shape, args.offset));
             let (in_bytes, out_bytes) = (case.in_bytes(), case.out_bytes());
             // Copy (in + out) / 2 bytes, so the copy moves the op's bytes.
             let copy_len = (in_bytes + out_bytes).div_ceil(8);
             let src = widest.install(|| data::filler(copy_len));
+            // The copy runs page to page whatever --offset says: the ceiling
+            // is the copy at its best placement.
             let mut dst = data::zeros(copy_len);
             for &isa in &args.isas {
                 for (threads, pool) in &pools {
@@ -184,6 +186,11 @@ fn header(args: &Args, budget: Budget) -> Vec<String> {
         "GB/s:     (bytes read + bytes written) / time per call; copy: the faster of \
          copy_from_slice and stream_copy over the same bytes, on the same threads"
             .to_string(),
+        format!(
+            "buffers:  each on a 4 KiB page, the op's output {} bytes past one (--offset); \
+             the copy page to page",
+            args.offset
+        ),
         "max_err:  vs an f64 reference (simdnorm::reference; the tool's own for BatchNorm); \
          big shapes check a sample of leading rows or of channels"
             .to_string(),

@@ -33,7 +33,8 @@ pub struct Op {
     pub parse_shape: fn(spec: &str, layout: Option<&str>) -> Result<Vec<Shape>, String>,
     /// Allocates and fills inputs and outputs for `shape` (in the current
     /// rayon pool) and precomputes the f64 reference.
-    pub make: fn(&Shape) -> Box<dyn Case>,
+    /// Builds the case with its output `offset` bytes past a page.
+    pub make: fn(&Shape, usize) -> Box<dyn Case>,
 }
 
 impl Op {
@@ -119,7 +120,7 @@ pub const OPS: &[Op] = &[
         shapes: ROW_SHAPES,
         bench_shapes: ROW_BENCH_SHAPES,
         parse_shape: parse_rows,
-        make: |shape| Box::new(RowCase::new(RowOp::LayerNorm, shape)),
+        make: |shape, offset| Box::new(RowCase::new(RowOp::LayerNorm, shape, offset)),
     },
     Op {
         name: "rms_norm",
@@ -128,7 +129,7 @@ pub const OPS: &[Op] = &[
         shapes: ROW_SHAPES,
         bench_shapes: ROW_BENCH_SHAPES,
         parse_shape: parse_rows,
-        make: |shape| Box::new(RowCase::new(RowOp::RmsNorm, shape)),
+        make: |shape, offset| Box::new(RowCase::new(RowOp::RmsNorm, shape, offset)),
     },
     Op {
         name: "batch_norm_infer",
@@ -137,7 +138,7 @@ pub const OPS: &[Op] = &[
         shapes: batch_norm::SHAPES,
         bench_shapes: batch_norm::BENCH_SHAPES,
         parse_shape: batch_norm::parse_infer,
-        make: |shape| Box::new(BnCase::new(batch_norm::Mode::Infer, shape)),
+        make: |shape, offset| Box::new(BnCase::new(batch_norm::Mode::Infer, shape, offset)),
     },
     Op {
         name: "batch_norm_train",
@@ -147,7 +148,7 @@ pub const OPS: &[Op] = &[
         shapes: batch_norm::SHAPES,
         bench_shapes: batch_norm::BENCH_SHAPES,
         parse_shape: batch_norm::parse_train,
-        make: |shape| Box::new(BnCase::new(batch_norm::Mode::Train, shape)),
+        make: |shape, offset| Box::new(BnCase::new(batch_norm::Mode::Train, shape, offset)),
     },
 ];
 
@@ -233,10 +234,10 @@ struct RowCase {
 }
 
 impl RowCase {
-    fn new(op: RowOp, shape: &Shape) -> Self {
+    fn new(op: RowOp, shape: &Shape, offset: usize) -> Self {
         let (rows, cols) = (shape.dims[0], shape.dims[1]);
         let x = data::normal(rows * cols, 1, 0.0, 1.0);
-        let y = data::zeros(rows * cols);
+        let y = data::zeros_at(rows * cols, offset);
         let weight = data::normal(cols, 2, 1.0, 0.1);
         let bias = data::normal(cols, 3, 0.0, 0.1);
         let eps = 1e-5;
