@@ -1564,6 +1564,9 @@ fn pattern_body<S: Simd, const SCALED: bool, const STREAM: bool, const REV: bool
         2 => whole_periods::<S, SCALED, STREAM, REV, 2>(s, from_rest, body_rest, windows_r),
         3 => whole_periods::<S, SCALED, STREAM, REV, 3>(s, from_rest, body_rest, windows_r),
         4 => whole_periods::<S, SCALED, STREAM, REV, 4>(s, from_rest, body_rest, windows_r),
+        _ if full.is_multiple_of(TILE) && S::REGISTER_VECTORS >= TILE_MIN_REGISTERS => {
+            tiled_periods::<S, SCALED, STREAM, REV>(s, from_rest, body_rest, windows_r, full)
+        }
         _ => {
             let segments = body_rest.chunks_mut(full).zip(from_rest.chunks(full));
             if REV {
@@ -1639,6 +1642,93 @@ fn whole_periods<
             }
         }
         segment_map::<S, SCALED, STREAM, REV>(s, from_cut, cut, windows);
+    }
+}
+
+/// Vectors per column tile of [`tiled_periods`].
+const TILE: usize = 4;
+/// Periods per block of [`tiled_periods`].
+const TILE_PERIODS: usize = 8;
+/// Vector registers [`tiled_periods`] needs: up to four coefficient windows
+/// per tile vector, plus the values in flight. Only AVX-512 has them; on
+/// AVX2 and Portable the tiles spilled and ran 12-20% slower than the
+/// per-vector windows.
+const TILE_MIN_REGISTERS: usize = 24;
+
+/// [`pattern_body`]'s repeating segments when a period is `full` vectors, a
+/// multiple of [`TILE`] above it (multiples of 64 channels from 128 on): in
+/// blocks of [`TILE_PERIODS`] periods, one column tile of `TILE` vectors at
+/// a time, its coefficient windows held in registers down the block, where
+/// [`segment_map`] loads three or four windows per vector. A cut period at
+/// the end goes through [`segment_map`]. Walking backward (`REV`) reverses
+/// blocks, tiles, periods and vectors. The same map per value, so the same
+/// bits. Measured, NHWC, one thread, AVX-512, medians of 3 alternations in
+/// the bench tool: inference `[8, 256, 28, 28]` 237 -> 220 µs,
+/// `[64, 512, 7, 7]` 239 -> 229 µs; training 445 -> 394 µs and 495 -> 450
+/// µs.
+#[inline(always)]
+fn tiled_periods<S: Simd, const SCALED: bool, const STREAM: bool, const REV: bool>(
+    s: S,
+    from: &[[f32; LANES]],
+    body: &mut [[f32; LANES]],
+    windows: Windows<'_>,
+    full: usize,
+) {
+    let whole = body.len() / full;
+    let (body, cut) = body.split_at_mut(whole * full);
+    let (from, from_cut) = from.split_at(whole * full);
+    if REV {
+        segment_map::<S, SCALED, STREAM, REV>(s, from_cut, cut, windows);
+    }
+    let blocks = whole.div_ceil(TILE_PERIODS);
+    let tiles = full / TILE;
+    for bi in 0..blocks {
+        let block = if REV { blocks - 1 - bi } else { bi };
+        let (p0, p1) = (
+            block * TILE_PERIODS,
+            ((block + 1) * TILE_PERIODS).min(whole),
+        );
+        for ti in 0..tiles {
+            let t0 = TILE * if REV { tiles - 1 - ti } else { ti };
+            let k = [
+                window_coefs::<S, SCALED>(s, windows, t0),
+                window_coefs::<S, SCALED>(s, windows, t0 + 1),
+                window_coefs::<S, SCALED>(s, windows, t0 + 2),
+                window_coefs::<S, SCALED>(s, windows, t0 + 3),
+            ];
+            for pi in 0..p1 - p0 {
+                let at = full * if REV { p1 - 1 - pi } else { p0 + pi } + t0;
+                let x: &[[f32; LANES]; TILE] = from[at..at + TILE].try_into().expect("TILE");
+                let out: &mut [[f32; LANES]; TILE] =
+                    (&mut body[at..at + TILE]).try_into().expect("TILE");
+                for jj in 0..TILE {
+                    let j = if REV { TILE - 1 - jj } else { jj };
+                    store_vector::<S, STREAM>(
+                        s,
+                        &mut out[j],
+                        affine::<S, SCALED>(s, s.load(&x[j]), &k[j]),
+                    );
+                }
+            }
+        }
+    }
+    if !REV {
+        segment_map::<S, SCALED, STREAM, REV>(s, from_cut, cut, windows);
+    }
+}
+
+/// Coefficient window `j` of a segment.
+#[inline(always)]
+fn window_coefs<S: Simd, const SCALED: bool>(
+    s: S,
+    (sc, hi, a, b): Windows<'_>,
+    j: usize,
+) -> Affine<S> {
+    Affine {
+        scale: if SCALED { s.load(&sc[j]) } else { s.splat(1.0) },
+        hi: s.load(&hi[j]),
+        a: s.load(&a[j]),
+        b: s.load(&b[j]),
     }
 }
 

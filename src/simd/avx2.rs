@@ -52,6 +52,8 @@ macro_rules! lanewise {
 // first half is 64-byte aligned (so both halves are 32-byte aligned).
 impl Simd for Avx2Fma {
     type V = V2;
+    // 16 ymm registers, two per vector.
+    const REGISTER_VECTORS: usize = 8;
 
     #[inline(always)]
     fn splat(self, value: f32) -> V2 {

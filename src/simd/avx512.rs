@@ -34,6 +34,8 @@ impl Avx512 {
 // write; the streaming store is only issued after checking 64-byte alignment.
 impl Simd for Avx512 {
     type V = __m512;
+    // 32 zmm registers, one per vector.
+    const REGISTER_VECTORS: usize = 32;
 
     #[inline(always)]
     fn splat(self, value: f32) -> __m512 {

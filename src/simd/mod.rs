@@ -44,6 +44,12 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// `LANES` lanes of `f32`.
     type V: Copy;
 
+    /// How many `V` values the vector register file holds (architectural
+    /// registers over registers per `V`). Kernels that keep many vectors
+    /// live choose their shape by it: what runs from registers on AVX-512
+    /// spills on AVX2.
+    const REGISTER_VECTORS: usize;
+
     fn splat(self, value: f32) -> Self::V;
     fn load(self, src: &[f32; LANES]) -> Self::V;
     fn store(self, dst: &mut [f32; LANES], v: Self::V);

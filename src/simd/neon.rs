@@ -58,6 +58,8 @@ macro_rules! lanewise {
 // values, so offsets 0, 4, 8 and 12 each start 16 valid bytes.
 impl Simd for Neon {
     type V = V4;
+    // 32 q registers, four per vector.
+    const REGISTER_VECTORS: usize = 8;
 
     #[inline(always)]
     fn splat(self, value: f32) -> V4 {

@@ -12,6 +12,8 @@ pub(crate) struct Portable;
 
 impl Simd for Portable {
     type V = f32x16;
+    // `wide` on SSE2 (16 xmm registers, four per vector) or NEON; the smaller.
+    const REGISTER_VECTORS: usize = 4;
 
     #[inline(always)]
     fn splat(self, value: f32) -> f32x16 {
