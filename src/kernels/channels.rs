@@ -1662,10 +1662,12 @@ const TILE_MIN_REGISTERS: usize = 24;
 /// [`segment_map`] loads three or four windows per vector. A cut period at
 /// the end goes through [`segment_map`]. Walking backward (`REV`) reverses
 /// blocks, tiles, periods and vectors. The same map per value, so the same
-/// bits. Measured, NHWC, one thread, AVX-512, medians of 3 alternations in
-/// the bench tool: inference `[8, 256, 28, 28]` 237 -> 220 µs,
-/// `[64, 512, 7, 7]` 239 -> 229 µs; training 445 -> 394 µs and 495 -> 450
-/// µs.
+/// bits. Measured, NHWC, one thread, AVX-512 (a modest gain on this noisy
+/// machine): harness, inference `[8, 256, 28, 28]`, three alternations,
+/// 198-207 -> 185-193 µs (NCHW 179-183 µs); bench tool, medians of 3
+/// alternations, inference `[8, 256, 28, 28]` 237 -> 220 µs, `[64, 512, 7,
+/// 7]` 239 -> 229 µs, training 445 -> 394 µs and 495 -> 450 µs in one
+/// sitting, and within 3% either way in the next.
 #[inline(always)]
 fn tiled_periods<S: Simd, const SCALED: bool, const STREAM: bool, const REV: bool>(
     s: S,
