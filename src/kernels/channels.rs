@@ -1601,7 +1601,6 @@ fn whole_periods<
     body: &mut [[f32; LANES]],
     windows: Windows<'_>,
 ) {
-    let (sc, hi, a, b) = windows;
     let one = s.splat(1.0);
     let mut k = [Affine {
         scale: one,
@@ -1610,12 +1609,7 @@ fn whole_periods<
         b: one,
     }; W];
     for (j, kj) in k.iter_mut().enumerate() {
-        *kj = Affine {
-            scale: if SCALED { s.load(&sc[j]) } else { one },
-            hi: s.load(&hi[j]),
-            a: s.load(&a[j]),
-            b: s.load(&b[j]),
-        };
+        *kj = window_coefs::<S, SCALED>(s, windows, j);
     }
     let (periods, cut) = body.as_chunks_mut::<W>();
     let (from_periods, from_cut) = from.as_chunks::<W>();
