@@ -121,9 +121,11 @@ pub(crate) enum RowOp {
 pub(crate) struct Kernels {
     pub layer_norm: fn(RowJob<'_>),
     pub rms_norm: fn(RowJob<'_>),
-    /// `layer_norm` writing each cache-resident row last chunk first.
+    /// `layer_norm` writing each cache-resident row last chunk first; for
+    /// unstreamed jobs only (it ignores `stream`).
     pub layer_norm_descending: fn(RowJob<'_>),
-    /// `rms_norm` writing each cache-resident row last chunk first.
+    /// `rms_norm` writing each cache-resident row last chunk first; for
+    /// unstreamed jobs only (it ignores `stream`).
     pub rms_norm_descending: fn(RowJob<'_>),
     pub row_moments: fn(&[f32]) -> Moments,
     pub stream_copy: fn(&[f32], &mut [f32]),

@@ -955,7 +955,11 @@ fn stats<S: Simd, const CENTERED: bool>(
 fn norm_rows<S: Simd, const CENTERED: bool, const DESCENDING: bool>(s: S, job: RowJob<'_>) {
     // Row by row below: cache-sized tensors (fused passes), and streamed
     // rows without both parameter rows or longer than `BATCH_MAX_COLS`.
-    if job.stream
+    // The descending walk is only chosen for unstreamed outputs
+    // (`Kernels::row_op`); saying so here as a constant keeps the streamed
+    // paths out of its entry points, which halves what they compile.
+    if !DESCENDING
+        && job.stream
         && job.rows > 1
         && job.weight.is_some()
         && job.bias.is_some()
@@ -977,6 +981,7 @@ fn norm_rows<S: Simd, const CENTERED: bool, const DESCENDING: bool>(s: S, job: R
         mut saved_rstd,
         stream,
     } = job;
+    let stream = stream && !DESCENDING;
     let mut carried: Option<FirstSums> = None;
     for r in 0..rows {
         let out_start = r * output_stride;
