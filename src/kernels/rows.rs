@@ -29,9 +29,10 @@
 //! (a plain sum for the centre, the centred sums, the normalize step):
 //! LayerNorm [128, 768] 25.4 -> 15.8 µs and [512, 1024] 113 -> 81 µs at one
 //! thread (medians of three alternating bench runs). Memory-sized (streamed)
-//! tensors keep the passes apart (see [`norm_rows`]); with weight and bias
-//! and rows of up to 4096 values they go in batches of rows, the output
-//! pass in column blocks (see [`streamed_rows`]).
+//! tensors keep the passes apart, prefetching the next row while writing
+//! this one (see [`norm_rows`] and [`body_loop`]); on ISAs without a
+//! prefetch, rows with weight and bias go in batches instead (see
+//! [`streamed_rows`]).
 //!
 //! Alternative considered: lane-wise Welford in one pass. Its running mean is
 //! rounded to f32 at every step, so on `1e4 + N(0,1)` its M2 carries
@@ -726,15 +727,18 @@ fn body_loop<
     let gs = if GAMMA { &gs[..n] } else { gs };
     let bs = if BETA { &bs[..n] } else { bs };
     let next = next.map(|next| &next[..n]);
-    if GAMMA && BETA && !BATCHED {
-        // Rows with weight and bias, one by one: the loop already reads three
-        // rows' worth of chunks (more than L1 holds for long rows), and
+    if GAMMA && BETA && !BATCHED && n * LANES > FULL_PREFETCH_MAX_COLS {
+        // Long rows with weight and bias, one by one: the loop already reads
+        // three rows' worth of chunks (96 KiB at 8192 values), and
         // prefetching all of the next row on top made it slower than letting
         // the next statistics pass read memory itself. Prefetching its first
         // quarter, one line every fourth chunk, gave the best of both (A/B
         // medians of three alternating runs, LayerNorm at one thread:
         // [8192, 4096] 13.2 -> 11.8 ms, [16384, 8192] 59.0 -> 48.2 ms; halves
-        // and eighths did no better).
+        // and eighths did no better). Since then, rows of up to 4096 values
+        // measured faster with the whole row (see `streamed_rows`), and at
+        // 8192 the whole row is 3% faster on AVX-512 but 30-40% slower on
+        // AVX2 ([16384, 8192] 36.6 -> 50.8 ms, three runs each).
         for j in 0..n {
             if let Some(next) = next
                 && j % 4 == 0
@@ -745,9 +749,11 @@ fn body_loop<
             normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
         }
     } else {
-        // The whole next row, one line per chunk: rows with one parameter row
-        // or none (RMSNorm), and the batched schedule, whose weight and bias
-        // blocks stay in L1 (for RMSNorm at one thread, a quarter was 9-38%
+        // The whole next row, one line per chunk: rows of up to 4096 values,
+        // rows with one parameter row or none (RMSNorm), and the batched
+        // schedule, whose weight and bias blocks stay in L1 (its prefetches
+        // do nothing today: it only runs where `prefetch` is a no-op). For
+        // RMSNorm at one thread, a quarter was 9-38%
         // slower and no prefetch 13-34% slower on [8192, 4096] and
         // [16384, 8192]). This is the loop as it was before the quarter
         // prefetch: a rewrite with
@@ -954,11 +960,13 @@ fn stats<S: Simd, const CENTERED: bool>(
 #[inline(always)]
 fn norm_rows<S: Simd, const CENTERED: bool, const DESCENDING: bool>(s: S, job: RowJob<'_>) {
     // Row by row below: cache-sized tensors (fused passes), and streamed
-    // rows without both parameter rows or longer than `BATCH_MAX_COLS`.
+    // rows where the next row can be prefetched, or without both parameter
+    // rows, or longer than `BATCH_MAX_COLS`.
     // The descending walk is only chosen for unstreamed outputs
     // (`Kernels::row_op`); saying so here as a constant keeps the streamed
     // paths out of its entry points, which halves what they compile.
     if !DESCENDING
+        && !S::PREFETCHES
         && job.stream
         && job.rows > 1
         && job.weight.is_some()
@@ -1070,6 +1078,11 @@ const BATCH_BYTES: usize = 128 * 1024;
 /// Columns per block of [`streamed_rows`]' output pass: weight and bias
 /// blocks of 4 KiB each stay in L1 while a batch's rows pass them.
 const BLOCK_COLS: usize = 1024;
+/// Rows whose whole chunks hold up to this many values prefetch all of the
+/// next row in [`body_loop`]; longer ones with weight and bias prefetch its
+/// first quarter.
+const FULL_PREFETCH_MAX_COLS: usize = 4096;
+
 /// Longest rows that take [`streamed_rows`]. Rows of 8192 values (4 per
 /// batch) measured no faster batched: LayerNorm [16384, 8192], A/B medians of
 /// three, 47.0 -> 49.0 ms at one thread, 32.7 -> 38.3 ms at two (though at two
@@ -1077,9 +1090,18 @@ const BLOCK_COLS: usize = 1024;
 /// builds that did not change it).
 const BATCH_MAX_COLS: usize = 4096;
 
-/// Streamed rows with weight and bias, in batches: the statistics of a batch
-/// of rows, then its output pass in column blocks, each block over every
-/// row of the batch, while the next batch is prefetched.
+/// Streamed rows with weight and bias on ISAs without a prefetch, in
+/// batches: the statistics of a batch of rows, then its output pass in
+/// column blocks, each block over every row of the batch.
+///
+/// Where [`Simd::PREFETCHES`], row by row with the next row prefetched is
+/// faster: LayerNorm, AVX-512, one thread, medians of 4 alternating bench
+/// runs (batches against rows), [8192, 4096] 8.84 -> 6.98 ms, ratio to copy
+/// 0.60 -> 0.76; [2048, 4096] 1.71 -> 1.43 ms. AVX2 (3 runs) [8192, 4096]
+/// 11.0 -> 9.0 ms. The batches
+/// were written when the row loop prefetched only a quarter of the next
+/// row (see [`body_loop`]), and measured faster than that then. Portable
+/// still gains from them: [8192, 4096] 16.8 -> 15.3 ms.
 ///
 /// Row by row, the output pass reads the row, the weight and the bias: at
 /// 4096 values, 48 KiB where L1 holds 32, so all three come from L2 and

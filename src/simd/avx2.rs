@@ -54,6 +54,7 @@ impl Simd for Avx2Fma {
     type V = V2;
     // 16 ymm registers, two per vector.
     const REGISTER_VECTORS: usize = 8;
+    const PREFETCHES: bool = true;
 
     #[inline(always)]
     fn splat(self, value: f32) -> V2 {

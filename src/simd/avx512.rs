@@ -36,6 +36,7 @@ impl Simd for Avx512 {
     type V = __m512;
     // 32 zmm registers, one per vector.
     const REGISTER_VECTORS: usize = 32;
+    const PREFETCHES: bool = true;
 
     #[inline(always)]
     fn splat(self, value: f32) -> __m512 {

@@ -50,6 +50,11 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// spills on AVX2.
     const REGISTER_VECTORS: usize;
 
+    /// Whether [`Simd::prefetch`] does anything. Loops that count on the
+    /// next row arriving while this one is written (the streamed row ops)
+    /// pick another schedule where it does not.
+    const PREFETCHES: bool;
+
     fn splat(self, value: f32) -> Self::V;
     fn load(self, src: &[f32; LANES]) -> Self::V;
     fn store(self, dst: &mut [f32; LANES], v: Self::V);

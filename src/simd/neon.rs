@@ -60,6 +60,8 @@ impl Simd for Neon {
     type V = V4;
     // 32 q registers, four per vector.
     const REGISTER_VECTORS: usize = 8;
+    // `prfm` needs inline assembly on stable Rust; not done yet.
+    const PREFETCHES: bool = false;
 
     #[inline(always)]
     fn splat(self, value: f32) -> V4 {

@@ -14,6 +14,7 @@ impl Simd for Portable {
     type V = f32x16;
     // `wide` on SSE2 (16 xmm registers, four per vector) or NEON; the smaller.
     const REGISTER_VECTORS: usize = 4;
+    const PREFETCHES: bool = false;
 
     #[inline(always)]
     fn splat(self, value: f32) -> f32x16 {
