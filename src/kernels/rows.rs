@@ -753,10 +753,8 @@ fn body_loop<
         // rows with one parameter row or none (RMSNorm), and the batched
         // schedule, whose weight and bias blocks stay in L1 (its prefetches
         // do nothing today: it only runs where `prefetch` is a no-op). For
-        // RMSNorm at one thread, a quarter was 9-38%
-        // slower and no prefetch 13-34% slower on [8192, 4096] and
-        // [16384, 8192]). This is the loop as it was before the quarter
-        // prefetch: a rewrite with
+        // RMSNorm at one thread, a quarter was 9-38% slower and no prefetch
+        // 13-34% slower on [8192, 4096] and [16384, 8192]. A rewrite with
         // zipped iterators (prefetch pointer kept in a register) measured
         // 18-25% slower on RMSNorm, though two builds with the same machine
         // code for this loop also differed by 5-11%, so part of that is code
@@ -1098,10 +1096,10 @@ const BATCH_MAX_COLS: usize = 4096;
 /// faster: LayerNorm, AVX-512, one thread, medians of 4 alternating bench
 /// runs (batches against rows), [8192, 4096] 8.84 -> 6.98 ms, ratio to copy
 /// 0.60 -> 0.76; [2048, 4096] 1.71 -> 1.43 ms. AVX2 (3 runs) [8192, 4096]
-/// 11.0 -> 9.0 ms. The batches
-/// were written when the row loop prefetched only a quarter of the next
-/// row (see [`body_loop`]), and measured faster than that then. Portable
-/// still gains from them: [8192, 4096] 16.8 -> 15.3 ms.
+/// 11.0 -> 9.0 ms. The batches were written when the row loop prefetched
+/// only a quarter of the next row (see [`body_loop`]), and measured faster
+/// than that then. Portable still gains from them: [8192, 4096] 15.3 ms in
+/// batches, 16.8 ms row by row.
 ///
 /// Row by row, the output pass reads the row, the weight and the bias: at
 /// 4096 values, 48 KiB where L1 holds 32, so all three come from L2 and
