@@ -27,7 +27,10 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod batch_norm;
+// Public for its module docs (the math, layouts, merge rules and
+// guarantees), which `BatchNorm` and `ChannelMoments` link to; its types are
+// also re-exported below.
+pub mod batch_norm;
 mod error;
 mod isa;
 mod kernels;
