@@ -113,7 +113,7 @@ pub(crate) fn walk_backward(input: &[f32], output: &[f32]) -> bool {
 /// Pages of 4 KiB per block of [`prefetch_ahead`]'s schedule.
 const PREFETCH_PAGES: usize = 8;
 /// Chunks of `LANES` values (64-byte lines) per 4 KiB page.
-const PAGE_CHUNKS: usize = 4096 / (crate::simd::LANES * 4);
+pub(crate) const PAGE_CHUNKS: usize = 4096 / (crate::simd::LANES * 4);
 /// Chunks per block of [`prefetch_ahead`]'s schedule (32 KiB).
 const PREFETCH_BLOCK_CHUNKS: usize = PREFETCH_PAGES * PAGE_CHUNKS;
 
@@ -137,6 +137,16 @@ pub(crate) fn prefetch_ahead(j: usize) -> usize {
         + PREFETCH_BLOCK_CHUNKS
         + (within % PREFETCH_PAGES) * PAGE_CHUNKS
         + within / PREFETCH_PAGES
+}
+
+/// Chunk `j` of a walk over a buffer of `pages` pages in page-interleaved
+/// order (line 0 of every page, then line 1, ...): the order a prefetch of a
+/// whole row follows, for the reason given at [`prefetch_ahead`]. Indices
+/// past the buffer's end (a short last page) fall outside it and are skipped
+/// by the caller.
+#[inline(always)]
+pub(crate) fn page_interleaved(j: usize, pages: usize) -> usize {
+    (j % pages) * PAGE_CHUNKS + j / pages
 }
 
 /// The row op a [`RowJob`] runs.

@@ -530,7 +530,7 @@ fn rms_norm_finish<S: Simd>(s: S, x: &[f32], eps: f32, mut sum_sq: f32) -> RowAf
 /// this row's writes, as in a copy, and the row costs one loop instead of
 /// two. The sums are the same bits as [`reduce_row`] on its own would give
 /// (same chunks, same accumulators, same order). Otherwise (`None` back) the
-/// next row is prefetched (all of it, or its first quarter: see
+/// next row is prefetched (all of it: see
 /// [`body_loop`]) and the caller runs its statistics pass separately.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -727,45 +727,25 @@ fn body_loop<
     let gs = if GAMMA { &gs[..n] } else { gs };
     let bs = if BETA { &bs[..n] } else { bs };
     let next = next.map(|next| &next[..n]);
-    if GAMMA && BETA && !BATCHED && n * LANES > FULL_PREFETCH_MAX_COLS {
-        // Long rows with weight and bias, one by one: the loop already reads
-        // three rows' worth of chunks (96 KiB at 8192 values), and
-        // prefetching all of the next row on top made it slower than letting
-        // the next statistics pass read memory itself. Prefetching its first
-        // quarter, one line every fourth chunk, gave the best of both (A/B
-        // medians of three alternating runs, LayerNorm at one thread:
-        // [8192, 4096] 13.2 -> 11.8 ms, [16384, 8192] 59.0 -> 48.2 ms; halves
-        // and eighths did no better). Since then, rows of up to 4096 values
-        // measured faster with the whole row (see `streamed_rows`), and at
-        // 8192 the whole row is 3% faster on AVX-512 but 30-40% slower on
-        // AVX2 ([16384, 8192] 36.6 -> 50.8 ms, three runs each).
-        for j in 0..n {
-            if let Some(next) = next
-                && j % 4 == 0
-            {
-                s.prefetch(&next[j / 4][0]);
-            }
-            let j = if REV { n - 1 - j } else { j };
-            normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
+    // The whole next row, one line per chunk, in page-interleaved order
+    // (see `page_interleaved`). In row order, rows of 8192 values with
+    // weight and bias prefetched only a quarter of the next row (a whole
+    // row was slower on the Zen 4 host, AVX2 by 30-40%); interleaved, the
+    // whole row is faster on this host for every row length and both ISAs.
+    // A/B, one thread, two alternations, 2026-12-07 (Intel Xeon host):
+    // interleaved against in order, RMSNorm [8192, 4096] 12.2 -> 11.3-11.5
+    // ms, LayerNorm 13.4-13.7 -> 12.0-12.1 ms; LayerNorm [16384, 8192],
+    // whole interleaved row against the quarter, AVX-512 62.0-63.5 -> 47.3-48.4
+    // ms, AVX2 70.1-70.2 -> 50.5-53.0 ms, two threads 33.1 -> 28.4 ms.
+    let pages = n.div_ceil(super::PAGE_CHUNKS).max(1);
+    for j in 0..n {
+        if let Some(next) = next
+            && let Some(line) = next.get(super::page_interleaved(j, pages))
+        {
+            s.prefetch(&line[0]);
         }
-    } else {
-        // The whole next row, one line per chunk: rows of up to 4096 values,
-        // rows with one parameter row or none (RMSNorm), and the batched
-        // schedule, whose weight and bias blocks stay in L1 (its prefetches
-        // do nothing today: it only runs where `prefetch` is a no-op). For
-        // RMSNorm at one thread, a quarter was 9-38% slower and no prefetch
-        // 13-34% slower on [8192, 4096] and [16384, 8192]. A rewrite with
-        // zipped iterators (prefetch pointer kept in a register) measured
-        // 18-25% slower on RMSNorm, though two builds with the same machine
-        // code for this loop also differed by 5-11%, so part of that is code
-        // layout rather than the loop.
-        for j in 0..n {
-            if let Some(next) = next {
-                s.prefetch(&next[j][0]);
-            }
-            let j = if REV { n - 1 - j } else { j };
-            normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
-        }
+        let j = if REV { n - 1 - j } else { j };
+        normalize_chunk::<S, SCALED, CENTERED, GAMMA, BETA, STREAM>(s, k, xs, body, gs, bs, j);
     }
 }
 
@@ -1076,10 +1056,6 @@ const BATCH_BYTES: usize = 128 * 1024;
 /// Columns per block of [`streamed_rows`]' output pass: weight and bias
 /// blocks of 4 KiB each stay in L1 while a batch's rows pass them.
 const BLOCK_COLS: usize = 1024;
-/// Rows whose whole chunks hold up to this many values prefetch all of the
-/// next row in [`body_loop`]; longer ones with weight and bias prefetch its
-/// first quarter.
-const FULL_PREFETCH_MAX_COLS: usize = 4096;
 
 /// Longest rows that take [`streamed_rows`]. Rows of 8192 values (4 per
 /// batch) measured no faster batched: LayerNorm [16384, 8192], A/B medians of
@@ -1097,7 +1073,7 @@ const BATCH_MAX_COLS: usize = 4096;
 /// runs (batches against rows), [8192, 4096] 8.84 -> 6.98 ms, ratio to copy
 /// 0.60 -> 0.76; [2048, 4096] 1.71 -> 1.43 ms. AVX2 (3 runs) [8192, 4096]
 /// 11.0 -> 9.0 ms. The batches were written when the row loop prefetched
-/// only a quarter of the next row (see [`body_loop`]), and measured faster
+/// only a quarter of the next row in order (see [`body_loop`]), and measured faster
 /// than that then. Portable still gains from them: [8192, 4096] 15.3 ms in
 /// batches, 16.8 ms row by row.
 ///
