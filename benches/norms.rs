@@ -1,8 +1,10 @@
 //! Criterion benches: every op of the bench tool's registry at a few shapes
 //! (rows: L1-, L2-, L3- and just-past-L3-sized; BatchNorm: 32x64x56x56 and
 //! 8x256x28x28, each as NCHW and NHWC), once per available ISA, next to a
-//! `stream_copy` of the same bytes as the ceiling. A group is `op/shape`
-//! (`batch_norm_train/32x64x56x56/nhwc`), its functions the ISAs and `copy`.
+//! `stream_copy` of the same bytes as the ceiling, in both read-ahead orders
+//! (memory systems differ on which is faster). A group is `op/shape`
+//! (`batch_norm_train/32x64x56x56/nhwc`), its functions the ISAs, `copy`
+//! and `copy_pages`.
 //! All report `Throughput::Bytes(read + written)`, so criterion's GB/s
 //! compare directly.
 //!
@@ -29,7 +31,7 @@ mod ops;
 mod threads;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use simdnorm::Isa;
+use simdnorm::{Isa, ReadAhead};
 use std::time::{Duration, Instant};
 
 /// Buffers at least this large (read + written) come from DRAM: fewer, longer
@@ -63,15 +65,21 @@ fn norms(c: &mut Criterion) {
                 });
             }
             group.throughput(Throughput::Bytes((2 * 4 * copy_len) as u64));
-            group.bench_function("copy", |b| {
-                b.iter_custom(|iters| {
-                    pool.install(|| {
-                        time(iters, || {
-                            simdnorm::stream_copy(&src, &mut dst).expect("equal lengths")
+            for (name, order) in [
+                ("copy", ReadAhead::Sequential),
+                ("copy_pages", ReadAhead::PageInterleaved),
+            ] {
+                group.bench_function(name, |b| {
+                    b.iter_custom(|iters| {
+                        pool.install(|| {
+                            time(iters, || {
+                                simdnorm::stream_copy_with(&src, &mut dst, order)
+                                    .expect("equal lengths")
+                            })
                         })
                     })
-                })
-            });
+                });
+            }
             group.finish();
         }
     }

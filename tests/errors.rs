@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use simdnorm::{Error, Isa, Rows, RowsMut};
+use simdnorm::{Error, Isa, ReadAhead, Rows, RowsMut};
 
 /// Runs `f` and turns a panic into a test failure naming the case, so a
 /// panicking validation path is reported as such.
@@ -419,6 +419,8 @@ fn saved_statistics_must_have_one_value_per_row() {
     assert_message(&e, &["saved rstd", "2", "3"]);
 }
 
+const READ_AHEADS: [ReadAhead; 2] = [ReadAhead::Sequential, ReadAhead::PageInterleaved];
+
 #[test]
 fn stream_copy_checks_length_and_copies_bits() {
     let src: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 7.0).collect();
@@ -433,20 +435,29 @@ fn stream_copy_checks_length_and_copies_bits() {
         }
     );
     assert_message(&e, &["stream_copy destination", "1000", "999"]);
+    for order in READ_AHEADS {
+        let e2 = simdnorm::stream_copy_with(&src, &mut dst, order).unwrap_err();
+        assert_eq!(e2, e, "{order:?}");
+    }
     assert!(dst.iter().all(|v| v.to_bits() == sentinel().to_bits()));
     // Every length around the vector width, every start offset, and NaN
     // payloads, bit for bit; nothing past the end is written.
     let mut src = src;
     src[3] = sentinel();
     src[500] = f32::from_bits(0xffc0_0001);
-    for len in (0..70).chain([255, 256, 257, 1000 - 16]) {
+    // Past 1000 values the source repeats, long enough to cross the
+    // page-interleaved read-ahead's 32 KiB blocks a few times.
+    let src: Vec<f32> = src.iter().cycle().take(40_000).copied().collect();
+    let lens = (0..70).chain([255, 256, 257, 1000 - 16, 8192 - 1, 8192 + 17, 40_000 - 15]);
+    for (len, order) in lens.flat_map(|len| READ_AHEADS.map(|order| (len, order))) {
         for off in [0, 1, 5, 15] {
             let mut buf = vec![0.0f32; len + off + 2];
-            simdnorm::stream_copy(&src[off..off + len], &mut buf[off..off + len]).unwrap();
+            simdnorm::stream_copy_with(&src[off..off + len], &mut buf[off..off + len], order)
+                .unwrap();
             assert_eq!(
                 bits(&buf[off..off + len]),
                 bits(&src[off..off + len]),
-                "len {len} offset {off}"
+                "len {len} offset {off} {order:?}"
             );
             assert!(
                 buf[..off]

@@ -80,8 +80,9 @@ pub fn usage() -> String {
     }
     s.push_str(
         "\n\
-         GB/s = (bytes read + bytes written) / time per call; copy GB/s is the faster of\n\
-         copy_from_slice and simdnorm::stream_copy over buffers of (read + written) / 2\n\
+         GB/s = (bytes read + bytes written) / time per call; copy GB/s is the fastest of\n\
+         copy_from_slice (memcpy), simdnorm::stream_copy (stream) and the same with its\n\
+         source read ahead pages interleaved (pages), over buffers of (read + written) / 2\n\
          bytes, split across the same threads; ratio = GB/s / copy GB/s.\n\
          batch_norm_train reads x twice (statistics, then output) but is credited with\n\
          one read, so out of cache its ratio tops out near 2/3.\n",

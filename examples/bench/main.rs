@@ -183,8 +183,9 @@ fn header(args: &Args, budget: Budget) -> Vec<String> {
             budget.samples,
             budget.per_measurement.as_millis()
         ),
-        "GB/s:     (bytes read + bytes written) / time per call; copy: the faster of \
-         copy_from_slice and stream_copy over the same bytes, on the same threads"
+        "GB/s:     (bytes read + bytes written) / time per call; copy: the fastest of \
+         copy_from_slice (memcpy) and stream_copy reading in order (stream) or pages \
+         interleaved (pages), over the same bytes, on the same threads"
             .to_string(),
         format!(
             "buffers:  each on a 4 KiB page, the op's output {} bytes past one (--offset); \

@@ -49,7 +49,7 @@ impl Budget {
 pub struct Timing {
     /// The op.
     pub kernel_ns: f64,
-    /// The faster of the two copies.
+    /// The fastest of the copies.
     pub copy_ns: f64,
     /// Which copy that was.
     pub copy_kind: CopyKind,
@@ -68,29 +68,33 @@ pub fn measure(
     pool.install(|| {
         let mut copy = |kind| split_copy(src, dst, kind);
         let mut kernel = || case.run(isa);
-        let (memcpy_iters, memcpy_call) = calibrate(&mut || copy(CopyKind::Memcpy), per_sample)?;
-        let (stream_iters, stream_call) = calibrate(&mut || copy(CopyKind::Stream), per_sample)?;
+        let mut copy_calib = Vec::with_capacity(CopyKind::ALL.len());
+        for kind in CopyKind::ALL {
+            copy_calib.push(calibrate(&mut || copy(kind), per_sample)?);
+        }
         let (kernel_iters, kernel_call) = calibrate(&mut kernel, per_sample)?;
         // Calls longer than a sample's share: fewer samples (never under
         // MIN_SAMPLES), so a 1 GiB shape does not take seconds per line.
-        let longest = memcpy_call.max(stream_call).max(kernel_call);
+        let longest = copy_calib.iter().map(|c| c.1).fold(kernel_call, f64::max);
         let affordable = (budget.per_measurement.as_secs_f64() * 1e9 / longest) as usize;
         let samples = affordable.clamp(MIN_SAMPLES, budget.samples.max(MIN_SAMPLES));
-        let mut memcpy_ns = Vec::with_capacity(samples);
-        let mut stream_ns = Vec::with_capacity(samples);
+        let mut copy_ns = vec![Vec::with_capacity(samples); CopyKind::ALL.len()];
         let mut kernel_ns = Vec::with_capacity(samples);
         for _ in 0..samples {
-            memcpy_ns.push(batch(&mut || copy(CopyKind::Memcpy), memcpy_iters)?);
-            stream_ns.push(batch(&mut || copy(CopyKind::Stream), stream_iters)?);
+            for ((kind, &(iters, _)), times) in
+                CopyKind::ALL.iter().zip(&copy_calib).zip(&mut copy_ns)
+            {
+                times.push(batch(&mut || copy(*kind), iters)?);
+            }
             // Last, so the op's output is what the error check reads.
             kernel_ns.push(batch(&mut kernel, kernel_iters)?);
         }
-        let (memcpy_ns, stream_ns) = (median(memcpy_ns), median(stream_ns));
-        let (copy_ns, copy_kind) = if stream_ns < memcpy_ns {
-            (stream_ns, CopyKind::Stream)
-        } else {
-            (memcpy_ns, CopyKind::Memcpy)
-        };
+        let (copy_ns, copy_kind) = CopyKind::ALL
+            .into_iter()
+            .zip(copy_ns)
+            .map(|(kind, times)| (median(times), kind))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("at least one copy kind");
         Ok(Timing {
             kernel_ns: median(kernel_ns),
             copy_ns,

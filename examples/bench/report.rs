@@ -21,7 +21,7 @@ pub struct Row {
     pub ns_per_call: f64,
     /// Bytes read + written per call, over `ns_per_call`.
     pub gbps: f64,
-    /// The same for the faster copy.
+    /// The same for the fastest copy.
     pub copy_gbps: f64,
     /// Which copy that was.
     pub copy_kind: CopyKind,

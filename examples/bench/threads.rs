@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
+use simdnorm::ReadAhead;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static PIN_FAILURES: AtomicUsize = AtomicUsize::new(0);
@@ -40,22 +41,30 @@ pub fn pinned_pool(threads: usize) -> Result<ThreadPool, String> {
         .map_err(|e| format!("cannot start a pool of {threads} threads: {e}"))
 }
 
-/// The two ways of copying the ceiling is measured with.
+/// The ways of copying the ceiling is measured with; it is the fastest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyKind {
     /// `<[f32]>::copy_from_slice`: the C library's `memcpy`, which picks its
     /// own stores (non-temporal above some size on glibc).
     Memcpy,
-    /// `simdnorm::stream_copy`: vector loads and non-temporal stores.
+    /// `simdnorm::stream_copy`: vector loads in order, non-temporal stores.
     Stream,
+    /// The same with the source read ahead pages interleaved
+    /// (`ReadAhead::PageInterleaved`), which some memory systems serve
+    /// faster and others slower.
+    StreamPages,
 }
 
 impl CopyKind {
+    /// Every kind, in the order they are timed.
+    pub const ALL: [CopyKind; 3] = [CopyKind::Memcpy, CopyKind::Stream, CopyKind::StreamPages];
+
     /// Short name for the report.
     pub fn name(self) -> &'static str {
         match self {
             CopyKind::Memcpy => "memcpy",
             CopyKind::Stream => "stream",
+            CopyKind::StreamPages => "pages",
         }
     }
 }
@@ -71,6 +80,7 @@ pub fn split_copy(src: &[f32], dst: &mut [f32], kind: CopyKind) -> Result<(), si
             Ok(())
         }
         CopyKind::Stream => simdnorm::stream_copy(s, d),
+        CopyKind::StreamPages => simdnorm::stream_copy_with(s, d, ReadAhead::PageInterleaved),
     };
     if parts == 1 {
         return copy(src, dst);

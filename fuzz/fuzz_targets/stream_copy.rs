@@ -1,14 +1,14 @@
-//! stream_copy: the copy must reproduce every bit (NaN payloads, signed
-//! zeros, subnormals) at every length and alignment of source and
-//! destination, write nothing outside the destination, and refuse a length
-//! mismatch with `Error::Length` without writing.
+//! stream_copy, in both read-ahead orders: the copy must reproduce every bit
+//! (NaN payloads, signed zeros, subnormals) at every length and alignment of
+//! source and destination, write nothing outside the destination, and
+//! refuse a length mismatch with `Error::Length` without writing.
 //!
 //! `stream_copy` runs on the selected ISA only, so this target covers one ISA
 //! per process: fuzz/smoke.sh runs it once per available ISA with
 //! `SIMDNORM_ISA` set.
 #![no_main]
 
-use simdnorm::{Error, Isa};
+use simdnorm::{Error, Isa, ReadAhead};
 use simdnorm_fuzz::oracle::expect_error;
 use simdnorm_fuzz::rows::SENTINEL;
 use simdnorm_fuzz::{Rng, Src, bits, values};
@@ -46,13 +46,19 @@ fn run(data: &[u8]) {
     let mut to = vec![SENTINEL; dst_off + dst_len + 1];
     let to_before = bits(&to);
 
-    let got = simdnorm::stream_copy(
+    let order = if src.u8() % 2 == 0 {
+        ReadAhead::Sequential
+    } else {
+        ReadAhead::PageInterleaved
+    };
+    let got = simdnorm::stream_copy_with(
         &from[src_off..src_off + len],
         &mut to[dst_off..dst_off + dst_len],
+        order,
     );
     assert_eq!(bits(&from), from_before, "source changed");
     let ctx = format!(
-        "len {len} -> {dst_len}, offsets {src_off} -> {dst_off}, isa {:?}",
+        "len {len} -> {dst_len}, offsets {src_off} -> {dst_off}, {order:?}, isa {:?}",
         Isa::selected()
     );
     if simdnorm_fuzz::debug() {

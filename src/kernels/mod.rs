@@ -168,6 +168,7 @@ pub(crate) struct Kernels {
     pub rms_norm_descending: fn(RowJob<'_>),
     pub row_moments: fn(&[f32]) -> Moments,
     pub stream_copy: fn(&[f32], &mut [f32]),
+    pub stream_copy_interleaved: fn(&[f32], &mut [f32]),
     pub bn_plane_moments: fn(channels::PlaneStatsJob<'_>),
     pub bn_chunk_moments: fn(channels::ChunkJob<'_>),
     pub bn_apply_planes: fn(channels::PlaneJob<'_>),

@@ -21,6 +21,7 @@ macro_rules! for_each_kernel {
             rms_norm_descending(job: RowJob<'_>) => rows::rms_norm_rows_descending;
             row_moments(x: &[f32]) -> Moments => rows::row_moments;
             stream_copy(src: &[f32], dst: &mut [f32]) => copy::stream_copy;
+            stream_copy_interleaved(src: &[f32], dst: &mut [f32]) => copy::stream_copy_interleaved;
             bn_plane_moments(job: PlaneStatsJob<'_>) => channels::plane_moments;
             bn_chunk_moments(job: ChunkJob<'_>) => channels::chunk_moments;
             bn_apply_planes(job: PlaneJob<'_>) => channels::apply_planes;
