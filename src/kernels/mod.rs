@@ -129,7 +129,10 @@ const PREFETCH_BLOCK_CHUNKS: usize = PREFETCH_PAGES * PAGE_CHUNKS;
 /// an out-of-tree harness): loads in order 21.0 GB/s; with this prefetch
 /// 31.4; loads themselves interleaved over 8 pages 30.4; a prefetch 16 KiB
 /// ahead in order 26.9. Interleaving the stores instead gained nothing
-/// (22.6), so it is the reads that want several streams.
+/// (22.6), so it is the reads that want several streams. Not on every
+/// memory system, though: on the AMD Zen 4 host (same harness) this
+/// prefetch slowed the copy from 42.2 to 29.9 GB/s, and interleaved loads
+/// to 22.5, which is why the bench's ceiling times both orders.
 #[inline(always)]
 pub(crate) fn prefetch_ahead(j: usize) -> usize {
     let within = j % PREFETCH_BLOCK_CHUNKS;

@@ -737,6 +737,9 @@ fn body_loop<
     // ms, LayerNorm 13.4-13.7 -> 12.0-12.1 ms; LayerNorm [16384, 8192],
     // whole interleaved row against the quarter, AVX-512 62.0-63.5 -> 47.3-48.4
     // ms, AVX2 70.1-70.2 -> 50.5-53.0 ms, two threads 33.1 -> 28.4 ms.
+    // Unlike the copy (see `prefetch_ahead`), this order also won on the
+    // Zen 4 host: same A/B against 89f7847, LayerNorm AVX-512 [8192, 4096]
+    // 10.4-10.5 -> 9.7-9.8 ms, [16384, 8192] 40.0-41.0 -> 36.9-38.2 ms.
     let pages = n.div_ceil(super::PAGE_CHUNKS).max(1);
     for j in 0..n {
         if let Some(next) = next
