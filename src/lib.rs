@@ -73,7 +73,8 @@ pub fn stream_copy(src: &[f32], dst: &mut [f32]) -> Result<(), Error> {
 /// faster depends on the memory system, so a ceiling measured against this
 /// copy takes the faster of both: on an AMD Zen 4 host `Sequential` copied
 /// 128 MiB at ~45 GB/s on one thread and `PageInterleaved` at ~30; on an
-/// Intel Xeon host `PageInterleaved` reached ~31 against ~21 in order.
+/// Intel Xeon host `PageInterleaved` reached ~31 against ~21 for loads in
+/// order without any prefetch (`Sequential` itself was not measured there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadAhead {
     /// Prefetch a couple of KiB ahead, in address order.

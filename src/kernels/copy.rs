@@ -20,9 +20,10 @@ pub(crate) fn stream_copy<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
 
 /// [`stream_copy`] with the source prefetched a block ahead in page-
 /// interleaved order (see [`prefetch_ahead`](super::prefetch_ahead)). Which
-/// of the two is faster depends on the memory system: on the Intel Xeon
-/// host this order won (21.0 -> 31.4 GB/s), on the Zen 4 host it lost (42.2
-/// -> 29.9 GB/s; same harness, same sizes).
+/// of the two is faster depends on the memory system. Against loads in order
+/// with no prefetch, this order won on the Intel Xeon host (21.0 -> 31.4
+/// GB/s) and lost on the Zen 4 host (42.2 -> 29.9 GB/s; same harness, same
+/// sizes). The 2 KiB sequential prefetch was measured on Zen 4 only.
 #[inline(always)]
 pub(crate) fn stream_copy_interleaved<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
     stream_copy_reading(s, src, dst, super::prefetch_ahead);
@@ -44,7 +45,10 @@ fn stream_copy_reading<S: Simd>(
     let (body, _) = dst[head..head + body_len].as_chunks_mut::<LANES>();
     let (from, _) = src[head..head + body_len].as_chunks::<LANES>();
     for (j, (out, x)) in body.iter_mut().zip(from).enumerate() {
-        if let Some(next) = from.get(ahead(j)) {
+        // Where `prefetch` is a no-op, skip the index and its bounds check.
+        if S::PREFETCHES
+            && let Some(next) = from.get(ahead(j))
+        {
             s.prefetch(&next[0]);
         }
         s.store_stream(out, s.load(x));
